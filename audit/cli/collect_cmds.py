@@ -1,0 +1,3 @@
+"""Collector commands: target add/list, collect, worker, export run."""
+
+from __future__ import annotations

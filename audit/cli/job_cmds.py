@@ -1,0 +1,3 @@
+"""Batch audit job commands: run."""
+
+from __future__ import annotations
