@@ -62,3 +62,36 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+def calibration_noise_floor(
+    p: Sequence[float] | np.ndarray,
+    metrics: dict,
+    observed: dict | None = None,
+    n_sim: int = 500,
+    confidence: float = 0.95,
+    seed: int | None = 0,
+) -> dict[str, dict[str, float]]:
+    """Noise floor of calibration metrics: their distribution for a *perfectly calibrated* model that
+    predicts ``p`` on this many samples, found by simulating outcomes ``y* ~ Bernoulli(p)``.
+
+    ``metrics`` maps a name to ``fn(y, p) -> float`` (if ``fn`` has a ``batch(ys, p)`` attribute, it
+    is used to score all simulations at once). Per metric: ``mean`` and ``q{confidence}`` (the
+    upper quantile) of the simulated values and, when ``observed[name]`` is given, ``p_value``: the
+    Monte-Carlo share of simulations at least as bad, ``(1 + #{sim >= observed}) / (1 + n_sim)``.
+    """
+    p = np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    ys = (rng.random((n_sim, p.size)) < p).astype(float)
+    out: dict[str, dict[str, float]] = {}
+    for name, fn in metrics.items():
+        batch = getattr(fn, "batch", None)  # optional vectorised form: batch(ys, p) -> (n_sim,)
+        if batch is not None:
+            vals = np.asarray(batch(ys, p), dtype=float)
+        else:
+            vals = np.array([fn(ys[j], p) for j in range(n_sim)], dtype=float)
+        row = {"mean": float(vals.mean()), "q": float(np.quantile(vals, confidence))}
+        if observed is not None and name in observed and observed[name] is not None:
+            row["p_value"] = float((1 + np.sum(vals >= observed[name] - 1e-12)) / (1 + n_sim))
+        out[name] = row
+    return out

