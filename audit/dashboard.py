@@ -18,6 +18,7 @@ the text labels and never mixed into the rates.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -124,8 +125,8 @@ def redact(obj: Any) -> Any:
             k: ("***" if _SECRET_KEY.search(str(k)) and not isinstance(v, (dict, list)) and v else redact(v))
             for k, v in obj.items()
         }
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact(v) for v in obj)
     if isinstance(obj, str):
         return _SECRET_VALUE.sub("***", obj)
     return obj
@@ -195,12 +196,18 @@ def _runs(store: Store) -> list[dict]:
             select(
                 Run.id, Run.name, Run.status, Run.created_at, Target.name.label("target"), Target.provider,
                 Target.model, PromptSet.name.label("prompt_set"),
+                Target.refusal_tokens,
             )  # fmt: skip
             .join(Target, Target.id == Run.target_id)
             .join(PromptSet, PromptSet.id == Run.set_id)
             .order_by(Run.id)
         ).all()
-    return [dict(r._mapping) for r in rows]
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["has_refusal_tokens"] = bool(d.pop("refusal_tokens"))
+        out.append(d)
+    return out
 
 
 def runs(store: Store) -> list[dict]:
@@ -334,6 +341,7 @@ def refresh_rollup(store: Store, *, full: bool = False) -> str:
         if "locked" in str(exc) or "busy" in str(exc).lower() or "snapshot" in str(exc).lower():
             return "busy"
         raise
+    _invalidate(store)
     return mode
 
 
@@ -884,59 +892,97 @@ def solve_threshold(d: dict[str, np.ndarray], rate: float) -> float:
     return float(t[int(np.nanargmin(np.abs(r - rate)))])
 
 
-def token_compare(store: Store, run_name: str) -> tuple[list[dict] | None, str | None]:
-    """``audit.tokens.compare`` rows when the refusal-token module is present, else ``(None, why)``."""
+def _tokens_module():
     try:
         from audit import tokens  # noqa: PLC0415 - optional area
     except ImportError:
+        return None
+    return tokens if hasattr(tokens, "load_groups") else None
+
+
+def token_groups(store: Store, run_name: str) -> tuple[dict | None, str | None]:
+    """The refusal-token audit's per-category ``(p, y)`` groups of a run (``audit.tokens.load_groups``)
+    when that module is present and the run has refusal-token probabilities; else ``(None, why)``."""
+    tokens = _tokens_module()
+    if tokens is None:
         return None, "the refusal-token module (audit.tokens) is not available yet"
-    fn = getattr(tokens, "compare", None)
-    if fn is None:
-        return None, "audit.tokens has no compare() yet"
+    run = next((r for r in runs(store) if r["name"] == run_name), None)
+    if run is None:
+        return None, f"no run named {run_name!r}"
+    if not run["has_refusal_tokens"]:
+        return None, "the run's target has no refusal-token configuration"
 
     def _q(st: Store, name: str):
-        return fn(st, name)
+        try:
+            groups = tokens.load_groups(st, name)
+        except ValueError as exc:  # TokenAuditError: no responses / no probabilities
+            return None, str(exc)
+        if not any(len(g.p) and "logprobs" in (g.sources or []) for g in groups.values()):
+            return None, "the run has no refusal-token probabilities (collect with logprobs)"
+        return groups, None
 
-    try:
-        rows = cached(store, "token_compare", _q, run_name)
-    except Exception as exc:  # a run without logprobs / refusal tokens
-        return None, f"no refusal-token results for this run ({type(exc).__name__}: {exc})"
-    return (rows or None), (None if rows else "no refusal-token results for this run")
+    return cached(store, "token_groups", _q, run_name)
+
+
+def token_rows(store: Store, run_name: str) -> list[dict]:
+    """``audit.tokens.compare_groups`` rows (observed vs calibrated, ECE and its noise floor) for a run."""
+    tokens = _tokens_module()
+    groups, why = token_groups(store, run_name)
+    if tokens is None or groups is None:
+        raise ValueError(why or "no refusal-token groups")
+
+    def _q(st: Store, name: str):
+        return tokens.compare_groups(groups, None, n_boot=500, n_sim=200, metrics=("ece",))
+
+    return cached(store, "token_rows", _q, run_name)
 
 
 # --------------------------------------------------------------------------------------------------
 # probes (results written by the batch-jobs area into JobRun.summary)
 
 
-def _find_probe_tables(obj: Any, path: str = "") -> list[tuple[str, Any]]:
-    """(path, value) of every part of a summary that holds probe results."""
-    found = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            p = f"{path}.{k}" if path else str(k)
-            if re.search(r"probe|tense|past|future|coconot|reformulat", str(k), re.I):
-                found.append((p, v))
-            else:
-                found.extend(_find_probe_tables(v, p))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found.extend(_find_probe_tables(v, f"{path}[{i}]"))
-    return found
+def _tense_entry(t: dict) -> dict:
+    rows = [r for r in (t.get("by_category") or []) if isinstance(r, dict)]
+    chart = []
+    for r in rows:
+        for measure, rate, ci in (("original refusal rate", "original_refusal_rate", "original_ci"),
+                                  ("attack success (ASR)", "asr", "asr_ci")):  # fmt: skip
+            if isinstance(r.get(rate), (int, float)) and isinstance(r.get(ci), (list, tuple)) and len(r[ci]) == 2:
+                chart.append({"category": r.get("category", ALL), "measure": measure, "rate": float(r[rate]),
+                              "ci_low": float(r[ci][0]), "ci_high": float(r[ci][1]), "n": r.get("n_prompts")})  # fmt: skip
+    return {**{k: v for k, v in t.items() if k != "by_category"}, "rows": [_flat(r) for r in rows], "chart": chart}
+
+
+def _contrast_entry(c: dict) -> dict:
+    rows = [r for r in (c.get("by_category") or []) if isinstance(r, dict)]
+    chart = [
+        {"category": r.get("category", ALL), "measure": "over-refusal rate", "rate": float(r["rate"]),
+         "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]), "n": r.get("n")}
+        for r in rows
+        if all(isinstance(r.get(k), (int, float)) for k in ("rate", "ci_low", "ci_high"))
+    ]  # fmt: skip
+    return {**{k: v for k, v in c.items() if k != "by_category"}, "rows": [_flat(r) for r in rows], "chart": chart}
 
 
 def probe_results(store: Store) -> list[dict]:
-    """Batch-job runs whose summary holds probe results: ``job, date, status, runs, probes`` where
-    ``probes`` is a list of ``(path, value)``, newest first."""
+    """Batch-job runs whose summary (``JobRun.summary``, see docs/jobs.md) holds probe results,
+    newest first: ``job, date, status, runs, tense, contrast, other`` — ``tense``/``contrast`` entries
+    carry their fields plus table ``rows`` and ``chart`` rows (rate with its 95% interval)."""
 
     def _q(st: Store) -> list[dict]:
         with st.session() as s:
             jobs = s.scalars(select(JobRun).order_by(JobRun.id.desc())).all()
             out = []
             for j in jobs:
-                found = _find_probe_tables(j.summary or {})
-                if found:
-                    out.append({"job": j.job_name, "date": j.run_date, "status": j.status,
-                                "runs": list(j.run_names or []), "probes": redact(found)})  # fmt: skip
+                summ = j.summary if isinstance(j.summary, dict) else {}
+                probes = summ.get("probes") if isinstance(summ.get("probes"), dict) else {}
+                tense = [_tense_entry(t) for t in (probes.get("tense") or []) if isinstance(t, dict)]
+                contrast = [_contrast_entry(c) for c in (probes.get("contrast") or []) if isinstance(c, dict)]
+                other = [(f"probes.{k}", v) for k, v in probes.items() if k not in ("tense", "contrast") and v]
+                if tense or contrast or other:
+                    out.append(redact({"job": j.job_name, "date": j.run_date, "status": j.status,
+                                       "runs": list(j.run_names or []), "tense": tense, "contrast": contrast,
+                                       "other": other}))  # fmt: skip
             return out
 
     return cached(store, "probe_results", _q)
@@ -950,9 +996,6 @@ def job_count(store: Store) -> int:
     return cached(store, "job_count", _q)
 
 
-def rows_with_category(rows: list[dict]) -> list[dict]:
-    """Probe value → list of dict rows with a ``category`` key, when it has that shape."""
-    return [r for r in rows if isinstance(r, dict) and "category" in r]
 
 
 __all__ = [
@@ -960,6 +1003,127 @@ __all__ = [
     "compare_runs", "data_version", "ece_from_bins", "ece_noise_floor", "effective_label_agg", "error_summary",
     "explore", "forecast_vs_observed", "highlight_html", "item_details", "prediction_models", "probe_results",
     "provider_signals", "redact", "reliability_from_bins", "review_queue", "run_summary", "runs",
-    "solve_threshold", "threshold_curve", "token_compare",
+    "solve_threshold", "threshold_curve", "token_groups", "token_rows",
 ]  # fmt: skip
 
+
+
+# --------------------------------------------------------------------------------------------------
+# n-grams (the prompt area's report)
+
+
+def _ngram_module():
+    for name in ("audit.reports.ngrams", "audit.ngrams"):
+        try:
+            import importlib
+
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "write_ngram_report"):
+            return mod
+    return None
+
+
+_MIME = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html"}
+
+
+def _ngram_report(store: Store, run_name: str) -> dict[str, tuple[bytes, str]]:
+    import tempfile
+    from pathlib import Path
+
+    mod = _ngram_module()
+    with tempfile.TemporaryDirectory() as tmp:
+        mod.write_ngram_report(store, run_name, tmp, ("csv", "json", "md", "html"))
+        out = {}
+        for f in sorted(Path(tmp).rglob("*")):
+            ext = f.suffix.lstrip(".").lower()
+            if f.is_file() and ext in _MIME:
+                out[f.name] = (f.read_bytes(), _MIME[ext])
+    return out
+
+
+def ngram_files(store: Store, run_name: str) -> dict[str, tuple[bytes, str]]:
+    """The n-gram report files (name → (bytes, mime)) of a run, or ``{}`` when unavailable."""
+    if _ngram_module() is None:
+        return {}
+    try:
+        return cached(store, "ngram_files", _ngram_report, run_name)
+    except Exception:  # noqa: BLE001 - a report that cannot be written is shown as absent
+        return {}
+
+
+def _records(obj: Any) -> list[dict]:
+    """Every dict in ``obj`` (nested) that looks like an n-gram row."""
+    out: list[dict] = []
+    if isinstance(obj, list):
+        for v in obj:
+            out.extend(_records(v))
+    elif isinstance(obj, dict):
+        if any(k in obj for k in ("ngram", "phrase", "term")):
+            out.append(obj)
+        else:
+            for k, v in obj.items():
+                for r in _records(v):
+                    ctx = dict(r)
+                    if isinstance(v, (list, dict)) and k not in ("rows", "items", "ngrams", "data"):
+                        if k.lower() in ("refusal", "compliance", "towards_refusal", "towards_compliance", "up", "down"):
+                            ctx.setdefault("direction", k)
+                        else:
+                            ctx.setdefault("category", k)
+                    out.append(ctx)
+    return out
+
+
+def normalise_ngrams(obj: Any) -> list[dict]:
+    """Rows ``category, direction (refusal|compliance), ngram, score, …`` from an n-gram report JSON."""
+    rows = []
+    for r in _records(obj):
+        ngram = r.get("ngram") or r.get("phrase") or r.get("term")
+        if isinstance(ngram, (list, tuple)):
+            ngram = " ".join(map(str, ngram))
+        direction = str(r.get("direction") or r.get("side") or r.get("towards") or "").lower()
+        score = next((r[k] for k in ("score", "log_odds", "lift", "coef", "weight", "z", "chi2", "count") if k in r), None)
+        if not direction and isinstance(score, (int, float)):
+            direction = "refusal" if score >= 0 else "compliance"
+        direction = "compliance" if ("compl" in direction or direction in ("down", "negative", "neg")) else "refusal"
+        try:
+            score = abs(float(score)) if score is not None else 0.0
+        except (TypeError, ValueError):
+            score = 0.0
+        rows.append({**{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None},
+                     "category": str(r.get("category") or ALL), "direction": direction, "ngram": str(ngram),
+                     "score": score})  # fmt: skip
+    return rows
+
+
+def ngram_table(store: Store, run_name: str) -> tuple[list[dict] | None, str | None]:
+    """N-gram rows of a run from the prompt area's report, or ``(None, why)``."""
+    import json
+
+    if _ngram_module() is None:
+        return None, "the n-gram module (audit.reports.ngrams) is not available yet"
+    try:
+        files = cached(store, "ngram_files", _ngram_report, run_name)
+    except Exception as exc:  # noqa: BLE001
+        return None, f"the n-gram report failed for this run ({type(exc).__name__}: {exc})"
+    js = [data for name, (data, _) in files.items() if name.endswith(".json")]
+    if not js:
+        return None, "the n-gram report wrote no JSON"
+    return normalise_ngrams(json.loads(js[0])), None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+            out[key] = f"{v[0]:.3f} – {v[1]:.3f}"
+            out[key + "_low"], out[key + "_high"] = v
+        elif isinstance(v, list):
+            out[key] = json.dumps(v, default=str)[:200]
+        else:
+            out[key] = v
+    return redact(out)

@@ -6,7 +6,7 @@ date (drift), and writes reports. See ``docs/jobs.md`` for the file format, the 
 the exit codes:
 
 * 0 ok, 1 an alert fired, 2 config or input error, 3 target failures above the threshold,
-  4 another run of the job holds the lock.
+  4 another run of the job holds the lock (5: the job itself failed unexpectedly; see the log).
 
 Runs never overlap (a ``flock`` file beside a SQLite store, ``pg_try_advisory_lock`` on PostgreSQL),
 and they are idempotent: the same job and date resume the same ``JobRun`` and the same collector
@@ -23,7 +23,9 @@ import logging
 import math
 import os
 import re
+import time
 import tomllib
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 
 log = logging.getLogger("audit.jobs")
 
-EXIT_OK, EXIT_ALERT, EXIT_CONFIG, EXIT_TARGET_FAILURES, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ALERT, EXIT_CONFIG, EXIT_TARGET_FAILURES, EXIT_LOCKED, EXIT_CRASH = 0, 1, 2, 3, 4, 5
 BUILTINS = ("replay", "refusal-token-sim")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -718,8 +720,8 @@ class _LogToFile:
 
     def __exit__(self, *exc):
         root = logging.getLogger("audit")
-        if exc[0] is not None:
-            log.error("job aborted: %s: %s", exc[0].__name__, exc[1])
+        if exc[0] is not None and not issubclass(exc[0], (LockHeld, JobInputError)):
+            log.error("job aborted: %s: %s", exc[0].__name__, exc[1], exc_info=exc)
         root.removeHandler(self.handler)
         root.setLevel(self._level)
         self.handler.close()
@@ -768,6 +770,16 @@ class _Runner:
         self.entries: list[RunEntry] = []
         self.collect_info: dict[str, dict] = {}
         self.started_at = dt.datetime.now(dt.timezone.utc)
+        self._t0 = time.monotonic()
+        self.timings: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def _timed(self, key: str) -> Iterator[None]:
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[key] += time.monotonic() - t
 
     # -- steps
     def run(self) -> JobResult:
@@ -787,7 +799,8 @@ class _Runner:
         log.info("%s job run %s %s", "resuming" if resumed else "starting", cfg.job, self.date)
         self.echo(f"job {cfg.job} {self.date}: {'resuming' if resumed else 'starting'}")
         try:
-            self._import_sets()
+            with self._timed("import_s"):
+                self._import_sets()
             with contextlib.ExitStack() as stack:
                 self._start_targets(stack)
                 self._collect_all()
@@ -795,8 +808,11 @@ class _Runner:
             report_dir = cfg.output_dir / f"{cfg.job}-{self.date}"
             from audit.reports.run_report import write_run_reports
 
-            files = write_run_reports(summary, report_dir, store=self.store, ngrams=cfg.ngrams)
+            with self._timed("reports_s"):
+                files = write_run_reports(summary, report_dir, store=self.store, ngrams=cfg.ngrams)
             summary["files"] = files
+            self.timings["total_s"] = time.monotonic() - self._t0
+            summary["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
             self._deliver(summary)
             # the report files already carry the alerts; rewrite summary.json with the delivery status
             from audit.reports.run_report import write_summary_json
@@ -952,22 +968,21 @@ class _Runner:
         self.entries.append(entry)
         info: dict[str, Any] = {}
         try:
-            summary = collect(self.store, run_name=name, set_name=entry.prompt_set, target_name=entry.target,
-                              prompt_ids=entry.prompt_ids, **self._collect_kwargs(entry.target))
+            with self._timed("collect_s"):
+                summary = collect(self.store, run_name=name, set_name=entry.prompt_set, target_name=entry.target,
+                                  prompt_ids=entry.prompt_ids, **self._collect_kwargs(entry.target))
             info["collect"] = summary.to_dict()
-            log.info("run %s: %s, %d answered, %d cached, %d errors, %d already done",
-                     name, summary.status, summary.answered, summary.cached, summary.errors, summary.already_done)
+            log.info("run %s: %d answered, %d cached, %d errors, %d already done, %d not reached",
+                     name, summary.answered, summary.cached, summary.errors, summary.already_done, summary.remaining)
         except Exception as exc:  # noqa: BLE001 - a failing target is reported, not fatal to the job
             log.error("run %s: collection failed: %s: %s", name, type(exc).__name__, exc)
             info["collect_error"] = f"{type(exc).__name__}: {exc}"
-        try:
-            n = self._label(name)
-            info["labelled"] = n
-            log.info("run %s: %d responses labelled", name, n)
-        except Exception as exc:  # noqa: BLE001
-            log.error("run %s: labelling failed: %s: %s", name, type(exc).__name__, exc)
-            info["label_error"] = f"{type(exc).__name__}: {exc}"
         self.collect_info[name] = info
+        # a labelling failure (e.g. no classifier) would make every rate silently empty: it is fatal
+        with self._timed("label_s"):
+            n = self._label(name)
+        info["labelled"] = n
+        log.info("run %s: %d responses labelled", name, n)
 
     def _label(self, run_name: str) -> int:
         from sqlalchemy import select
@@ -994,7 +1009,9 @@ class _Runner:
         runs_out, drift_rows, failures_by_target = [], [], {}
         with self.store.session() as s:
             previous = list(s.scalars(
-                select(JobRun).where(JobRun.job_name == cfg.job, JobRun.run_date < date).order_by(JobRun.run_date.desc())
+                select(JobRun)
+                .where(JobRun.job_name == cfg.job, JobRun.run_date < date, JobRun.status == "finished")
+                .order_by(JobRun.run_date.desc())
             ))
             for e in self.entries:
                 name = e.run_name(cfg.job, date)
@@ -1017,7 +1034,9 @@ class _Runner:
                     failed = requested = max(1, requested)
                 rec = {
                     "run_name": name, "target": e.target, "prompt_set": e.prompt_set, "probe": e.probe,
-                    "source_set": e.source_set, "status": run.status if run is not None else "missing",
+                    "source_set": e.source_set,
+                    "status": ("missing" if run is None else "complete" if failed == 0 else
+                               "with_errors" if stored >= (requested or 0) else "incomplete"),
                     "prompts": len(e.prompt_ids) if e.prompt_ids else None, "requested": requested,
                     "responses": stored, "failed": failed,
                     "failure_rate": (failed / requested) if requested else 0.0,
@@ -1027,7 +1046,7 @@ class _Runner:
                     if k in info:
                         rec[k] = info[k]
                 if "collect" in info:
-                    rec["collect"] = {k: info["collect"][k] for k in ("answered", "cached", "errors", "already_done", "requests", "retries", "stopped_reason", "error_kinds")}
+                    rec["collect"] = {k: info["collect"][k] for k in ("answered", "cached", "errors", "already_done", "requests", "retries", "stopped_reason", "error_kinds", "elapsed_s")}
                 agg = failures_by_target.setdefault(e.target, [0, 0])
                 agg[0] += failed
                 agg[1] += requested or 0
@@ -1049,7 +1068,8 @@ class _Runner:
                             drift_rows.append((d, r))
                         break
                 runs_out.append(rec)
-        tokens = self._tokens()
+        with self._timed("tokens_s"):
+            tokens = self._tokens()
         for rec in runs_out:
             rec["tokens"] = tokens.get(rec["run_name"])
         alerts = [dict(d, message=r.message()) for d, r in drift_rows if r.alert]
@@ -1155,6 +1175,8 @@ def _load_classifier(model: str):
 
 def _json_safe(obj: Any) -> Any:
     """``obj`` with NaN/inf as ``None`` and paths as strings (valid JSON for the DB and files)."""
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        obj = obj.tolist()
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
     if isinstance(obj, dict):

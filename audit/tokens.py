@@ -356,7 +356,15 @@ def compare_groups(
         t = None if is_total else _threshold_for(thresholds, cat)
         e = total_e if is_total else expected_indicators(p, t)
         exp_rate = float(e.mean())
-        exp_ci = bootstrap_interval(e, confidence=1 - alpha, n_resamples=n_boot, seed=seed + idx)
+        if thresholds is None:
+            exp_ci = bootstrap_interval(e, confidence=1 - alpha, n_resamples=n_boot, seed=seed + idx)
+            ci_method = "bootstrap"
+        else:
+            # The expected indicators are 0/1 here: a percentile bootstrap of their mean is the Wald
+            # interval, which under-covers near 0 and 1 (measured: 91% at a true 0.96, n=200); the
+            # Wilson interval of the same share does not.
+            exp_ci = wilson_interval(int(round(e.sum())), n, confidence=1 - alpha)
+            ci_method = "wilson"
         obs_ci = wilson_interval(k, n, confidence=1 - alpha)
         diff, p_value = two_proportion_test(k, n, exp_rate * n, n)
         var = float(np.sum(p * (1 - p)))
@@ -379,6 +387,7 @@ def compare_groups(
             "ece": observed["ece"],
             "source": g.source,
             "mode": "sampling" if thresholds is None else "threshold",
+            "expected_ci_method": ci_method,
             "threshold": t,
             "difference": diff,
             "p_value_paired": p_paired,
@@ -424,15 +433,17 @@ def _run_and_config(session, run_name: str):
     return run, TokenConfig.from_json(run.target.refusal_tokens)
 
 
-def _prompt_classifier_probs(session, prompts: dict[int, str], model_dir: str | Path | None) -> dict[int, float]:
-    """Calibrated prompt-classifier P(refusal) per prompt: stored forecasts (newest per prompt) first,
-    else the classifier in ``model_dir`` (or the prompt helper's default) run now."""
+def _prompt_classifier_probs(
+    session, prompts: dict[int, str], model_dir: str | Path | None, categories: dict[int, str | None] | None = None
+) -> dict[int, float]:
+    """Calibrated prompt-classifier P(refusal) per prompt: the classifier in ``model_dir`` if given;
+    else stored forecasts (``PromptPrediction``, newest per prompt), then a default classifier."""
     from sqlalchemy import select
 
     from audit.store import PromptPrediction
 
     out: dict[int, float] = {}
-    if prompts:
+    if prompts and model_dir is None:
         q = (
             select(PromptPrediction.prompt_id, PromptPrediction.p_refusal)
             .where(PromptPrediction.prompt_id.in_(list(prompts)))
@@ -448,7 +459,12 @@ def _prompt_classifier_probs(session, prompts: dict[int, str], model_dir: str | 
                 "responses have no logprobs and there is no prompt-classifier forecast for their prompts: "
                 "collect with --logprobs, store forecasts first, or pass a prompt model directory"
             )
-        probs = np.asarray(clf.predict_proba([prompts[pid] for pid in missing]))[:, 1]
+        texts = [prompts[pid] for pid in missing]
+        cats = [(categories or {}).get(pid) for pid in missing]
+        try:
+            probs = np.asarray(clf.predict_proba(texts, categories=cats))[:, 1]
+        except TypeError:  # a classifier without per-category calibration
+            probs = np.asarray(clf.predict_proba(texts))[:, 1]
         out.update({pid: float(p) for pid, p in zip(missing, probs)})
     return out
 
@@ -493,7 +509,8 @@ def load_groups(store, run_name: str, *, prompt_model_dir: str | Path | None = N
             raise TokenAuditError(f"run {run_name!r} has no responses")
         readings = {r.id: (read_refusal_probability(r.logprobs, cfg) if cfg else None) for r in rows}
         need_fallback = {r.prompt_id: r.prompt_text for r in rows if readings[r.id] is None}
-        fallback = _prompt_classifier_probs(session, need_fallback, prompt_model_dir) if need_fallback else {}
+        cats = {r.prompt_id: r.category for r in rows}
+        fallback = _prompt_classifier_probs(session, need_fallback, prompt_model_dir, cats) if need_fallback else {}
     signal = cfg.signal if cfg else "none"
     acc: dict[str, dict[str, Any]] = defaultdict(lambda: {"p": [], "y": [], "src": [], "upper": 0, "split": 0,
                                                           "notes": set(), "unlabelled": 0, "noprob": 0})
@@ -570,8 +587,8 @@ def compare(
     Rows have the keys ``category, n, observed_rate, observed_ci, expected_rate, expected_ci,
     p_value, ece, source`` and more (MCE, Brier, NLL, ECE equal-mass, each with ``*_floor`` and
     ``*_floor_q95``; ``flagged``; ``mode``, ``threshold``, ``signal``, counts of upper bounds and split
-    tokens). Without thresholds the expected rate is the sampling-mode mean. ``plot_dir`` gets one
-    reliability diagram per category and a threshold→rate curve (PNG).
+    tokens). Without thresholds the expected rate is the sampling-mode mean. ``plot_dir`` gets
+    reliability diagrams (pooled, and one panel per category) and threshold→rate curves (PNG).
     """
     if isinstance(thresholds, (str, Path)):
         thresholds = read_thresholds(thresholds)
@@ -588,26 +605,46 @@ def compare(
 
 
 def write_plots(groups: dict[str, Group], out_dir: str | Path, title: str) -> dict[str, Path]:
-    """One reliability diagram per category (and ``(all)``) and ``threshold_curves.png``."""
+    """Reliability diagrams (``reliability_all.png`` for the pooled run, ``reliability_by_category.png``
+    with one panel per category) and ``threshold_curves.png`` (threshold → expected rate)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from classifiers.calibration import plot_reliability_diagram
+    from classifiers.calibration import expected_calibration_error, plot_reliability_diagram, reliability_curve
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
     items = [(c, g) for c, g in sorted(groups.items()) if len(g.p)]
     all_p = np.concatenate([g.p for _, g in items])
     all_y = np.concatenate([g.y for _, g in items])
-    for cat, g in items + [(ALL, Group(all_p, all_y, [s for _, g in items for s in g.sources]))]:
-        slug = "".join(ch if ch.isalnum() else "_" for ch in cat).strip("_").lower() or "all"
-        paths[cat] = plot_reliability_diagram(
-            g.y, g.p, out_dir / f"reliability_{slug}.png",
-            title=f"{title}: {cat} (p = {g.source}, n={len(g.p)})", n_bins=10,
-        )
+    sources = sorted({s for _, g in items for s in g.sources})
+    pooled = plot_reliability_diagram(all_y, all_p, out_dir / "reliability_all.png", n_bins=10,
+                                      title=f"{title}: all (p = {'+'.join(sources)}, n={all_p.size})")
+    paths: dict[str, Path] = {ALL: pooled}
+    cols = min(3, len(items))
+    rows_ = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 3.4 * rows_), squeeze=False)
+    for ax, (cat, g) in zip(axes.ravel(), items):
+        mean_p, frac, counts = reliability_curve(g.y, g.p, 10, "uniform")
+        ece = expected_calibration_error(g.y, g.p, 10, "uniform")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.scatter(mean_p, frac, s=12 + 60 * counts / counts.max(), color="C0")
+        ax.plot(mean_p, frac, color="C0", alpha=0.6)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{cat[:32]}\nn={len(g.p)}, ECE={ece:.3f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(items):]:
+        ax.axis("off")
+    fig.supxlabel("P(refusal token)", fontsize=9)
+    fig.supylabel("observed refusal rate", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "reliability_by_category.png", dpi=90)
+    plt.close(fig)
+    for cat, _ in items:
+        paths[cat] = out_dir / "reliability_by_category.png"
     fig, ax = plt.subplots(figsize=(6, 4))
     for cat, g in items:
         grid, rates = threshold_curve(g.p)
@@ -617,7 +654,7 @@ def write_plots(groups: dict[str, Group], out_dir: str | Path, title: str) -> di
     ax.set_title(f"{title}: threshold → rate")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / "threshold_curves.png", dpi=100)
+    fig.savefig(out_dir / "threshold_curves.png", dpi=90)
     plt.close(fig)
     paths["threshold_curves"] = out_dir / "threshold_curves.png"
     return paths

@@ -223,14 +223,14 @@ class HCalibration(_Base):
         self.nll_weight = nll_weight
 
     @staticmethod
-    def _map(z: np.ndarray, knots: np.ndarray, a: float, log_slopes: np.ndarray) -> np.ndarray:
-        slopes = np.exp(log_slopes)  # len(knots) + 1: left tail, segments, right tail
-        seg = np.diff(knots)
-        values = a + np.concatenate([[0.0], np.cumsum(slopes[1:-1] * seg)])
-        out = np.interp(z, knots, values)
-        out = np.where(z < knots[0], values[0] + slopes[0] * (z - knots[0]), out)
-        out = np.where(z > knots[-1], values[-1] + slopes[-1] * (z - knots[-1]), out)
-        return out
+    def _design(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
+        """Per sample, the length of each linear piece it covers: left tail, segments, right tail,
+        so that ``f(z) = intercept + design @ slopes``."""
+        cols = [np.minimum(z - knots[0], 0.0)]
+        for lo, hi in zip(knots[:-1], knots[1:]):
+            cols.append(np.clip(z - lo, 0.0, hi - lo))
+        cols.append(np.maximum(z - knots[-1], 0.0))
+        return np.column_stack(cols)
 
     def _windows(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         wins = []
@@ -249,23 +249,37 @@ class HCalibration(_Base):
         order = np.argsort(p, kind="stable")
         z = _logit(p[order])
         ys = y[order]
+        n = z.size
         knots = np.unique(np.quantile(z, np.linspace(0, 1, self.n_knots)))
         if knots.size < 2:
             knots = np.array([z.min() - 1.0, z.max() + 1.0])
-        windows = self._windows(z.size)
+        design = self._design(z, knots)
+        windows = self._windows(n)
         cy = np.concatenate([[0.0], np.cumsum(ys)])
+        lam = self.nll_weight * 1e-2
 
         def objective(w):
-            g = _sigmoid(self._map(z, knots, w[0], w[1:]))
+            slopes = np.exp(w[1:])
+            g = np.clip(_sigmoid(w[0] + design @ slopes), 1e-12, 1 - 1e-12)
             cg = np.concatenate([[0.0], np.cumsum(g)])
             total = 0.0
+            dg = np.zeros(n + 1)  # difference array of d(total)/d(g_i)
             for s, e in windows:
-                err = np.abs((cy[e] - cy[s]) - (cg[e] - cg[s])) / (e - s)
-                total += np.mean(np.maximum(0.0, err - self.h) ** 2)
-            return total / len(windows) + self.nll_weight * 1e-2 * _nll(ys, g)
+                size = e - s
+                err = ((cy[e] - cy[s]) - (cg[e] - cg[s])) / size
+                excess = np.maximum(0.0, np.abs(err) - self.h)
+                total += np.mean(excess**2)
+                coef = 2 * excess * np.sign(err) * (-1.0 / size) / (len(s) * len(windows))
+                dg += np.bincount(s, weights=coef, minlength=n + 1) - np.bincount(e, weights=coef, minlength=n + 1)
+            grad_g = np.cumsum(dg)[:n]
+            value = total / len(windows) + lam * _nll(ys, g)
+            grad_g += lam * (g - ys) / (g * (1 - g)) / n
+            grad_f = grad_g * g * (1 - g)
+            grad = np.concatenate([[grad_f.sum()], (design.T @ grad_f) * slopes])
+            return value, grad
 
         w0 = np.concatenate([[knots[0]], np.zeros(knots.size + 1)])
-        res = optimize.minimize(objective, w0, method="L-BFGS-B",
+        res = optimize.minimize(objective, w0, jac=True, method="L-BFGS-B",
                                 bounds=[(None, None)] + [(-5.0, 3.0)] * (knots.size + 1))
         self.knots_ = knots
         self.intercept_ = float(res.x[0])
@@ -275,7 +289,7 @@ class HCalibration(_Base):
 
     def predict_proba(self, p) -> np.ndarray:
         z = _logit(_as_p(p))
-        return _two_cols(_sigmoid(self._map(z, self.knots_, self.intercept_, self.log_slopes_)))
+        return _two_cols(_sigmoid(self.intercept_ + self._design(z, self.knots_) @ np.exp(self.log_slopes_)))
 
 
 #: name -> factory of a fresh estimator.

@@ -29,6 +29,8 @@ DRIFT_FIELDS = ["run_name", "previous_run_name", "target", "prompt_set", "probe"
 
 
 def _safe(obj: Any) -> Any:
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        obj = obj.tolist()
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
     if isinstance(obj, dict):

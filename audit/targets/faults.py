@@ -81,6 +81,32 @@ def _abort_connection(send) -> bool:
     return True
 
 
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            break
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay_body(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 def make_app(
     rates: FaultRates | dict | None = None,
     *,
@@ -140,6 +166,8 @@ def make_app(
             message = {"role": "assistant", "content": "", "refusal": None}
             finish = "content_filter"
         choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        if finish == "content_filter":
+            choice["content_filter_results"] = {"violence": {"filtered": True, "severity": "high"}}
         if body.get("logprobs") and message.get("content"):
             choice["logprobs"] = _fake_logprobs(text, int(body.get("top_logprobs") or 1))
         return JSONResponse(
@@ -187,10 +215,14 @@ def make_app(
                 scope, receive, send
             )
         elif kind == "slow":
+            body = await _read_body(receive)
             await asyncio.sleep(slow_seconds)
-            await inner(scope, receive, send)
+            await inner(scope, _replay_body(body), send)  # the client has usually given up by now
         elif kind == "reset":
-            if not _abort_connection(send):
+            if _abort_connection(send):
+                await asyncio.sleep(0.01)  # let the server notice the disconnect; the reply below is dropped
+                await Response(b"", status_code=500)(scope, receive, send)
+            else:
                 # No transport exposed: start a reply and die mid-body, so the peer sees a cut connection.
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -121,7 +122,7 @@ def parse_chat_completion(data: Any, latency: float | None = None) -> Completion
     elif finish == "content_filter":
         provider_refusal = "content_filter"
         cfr = choice.get("content_filter_results")
-        detail = str(cfr)[:1000] if cfr else None
+        detail = json.dumps(cfr)[:1000] if cfr else "finish_reason=content_filter"
     if text is None and provider_refusal is None:
         raise BadResponse("choices[0].message has no content")
     usage = data.get("usage") or {}
