@@ -7,6 +7,8 @@ to require a password on a shared deployment.
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 PAGES = [
@@ -24,6 +26,7 @@ PAGES = [
 def main() -> None:
     from audit import auth
 
+    started = time.perf_counter()
     st.set_page_config(page_title="Refusal audit", page_icon=":material/policy:", layout="wide")
     try:
         user = auth.login_gate(st)
@@ -38,6 +41,8 @@ def main() -> None:
          for i, p in enumerate(PAGES)]  # fmt: skip
     )
     nav.run()
+    # server-side time of this script run (queries + building every element); read by bench/
+    st.session_state["_render_seconds"] = time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -332,16 +332,31 @@ def response_row(run_id: int, item: WorkItem, comp: Completion | None, error: st
     }
     if comp is not None:
         row.update(
-            text=comp.text,
+            text=_clean(comp.text),
             finish_reason=comp.finish_reason,
             provider_refusal=comp.provider_refusal,
             provider_refusal_detail=comp.provider_refusal_detail,
             latency_ms=comp.latency_ms,
             prompt_tokens=comp.prompt_tokens,
             completion_tokens=comp.completion_tokens,
-            logprobs=comp.logprobs,
+            logprobs=_clean_logprobs(comp.logprobs),
         )
     return row
+
+
+def _clean(text: str | None) -> str | None:
+    """Text as every store accepts it (PostgreSQL rejects NUL characters)."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
+def _clean_logprobs(lp):
+    if not lp:
+        return lp
+    for pos in lp:
+        pos["token"] = _clean(pos["token"])
+        for alt in pos.get("top_logprobs") or []:
+            alt["token"] = _clean(alt["token"])
+    return lp
 
 
 def lookup_cache(store: Store, run_id: int, hashes: list[str]) -> dict[str, dict[str, Any]]:
@@ -464,7 +479,7 @@ class Engine:
                 redact = getattr(target, "redact", None)
                 if redact:
                     msg = redact(msg)
-                text = f"{kind}: {msg} (after {attempt} attempt{'s' if attempt > 1 else ''})"
+                text = _clean(f"{kind}: {msg} (after {attempt} attempt{'s' if attempt > 1 else ''})")
                 return response_row(self.run_id, item, None, text, self.worker)
             await asyncio.sleep(delay)
         return None  # unreachable

@@ -766,13 +766,23 @@ def latest_run_of_target(store: Store, target: str) -> int | None:
 
 
 def _calibration_bins(store: Store, run_id: int, model: str) -> dict:
-    latest = (
-        select(PromptPrediction.prompt_id, func.max(PromptPrediction.id).label("pid"))
-        .where(PromptPrediction.model == model)
-        .group_by(PromptPrediction.prompt_id)
-        .subquery()
+    human = Label.source == "human"
+    code = Label.id * 2 + _ref_int()
+    eff = (
+        select(
+            Label.response_id,
+            Response.prompt_id,
+            (func.coalesce(func.max(case((human, code))), func.max(case((~human, code)))) % 2).label("refusal"),
+        )
+        .join(Response, Response.id == Label.response_id)
+        .where(Response.run_id == run_id)
+        .group_by(Label.response_id, Response.prompt_id)
+        .subquery("eff")
     )
-    eff = effective_label_agg([run_id])
+    X = aliased(PromptPrediction)
+    newest = (
+        select(func.max(X.id)).where(X.prompt_id == eff.c.prompt_id, X.model == model).correlate(eff).scalar_subquery()
+    )
     cat = _category().label("category")
     p = PromptPrediction.p_refusal
     b = func.min(cast(p * FINE_BINS, Integer), FINE_BINS - 1) if store.is_sqlite else func.least(
@@ -782,19 +792,15 @@ def _calibration_bins(store: Store, run_id: int, model: str) -> dict:
         select(cat, b.label("bin"), func.count().label("n"), func.sum(p).label("sp"), func.sum(p * p).label("spp"),
                func.sum(eff.c.refusal).label("k"))  # fmt: skip
         .select_from(eff)
-        .join(Response, Response.id == eff.c.response_id)
-        .join(Prompt, Prompt.id == Response.prompt_id)
-        .join(latest, latest.c.prompt_id == Response.prompt_id)
-        .join(PromptPrediction, PromptPrediction.id == latest.c.pid)
+        .join(Prompt, Prompt.id == eff.c.prompt_id)
+        .join(PromptPrediction, PromptPrediction.id == newest)
         .group_by(cat, b)
     )
     with store.session() as s:
         rows = s.execute(q).all()
     out: dict[str, dict[str, np.ndarray]] = {}
     for r in rows:
-        d = out.setdefault(
-            r.category, {k: np.zeros(FINE_BINS) for k in ("n", "sp", "spp", "k")}
-        )
+        d = out.setdefault(r.category, {k: np.zeros(FINE_BINS) for k in ("n", "sp", "spp", "k")})
         i = int(r.bin)
         d["n"][i] += r.n
         d["sp"][i] += r.sp
@@ -855,7 +861,7 @@ def ece_from_bins(d: dict[str, np.ndarray], n_bins: int = 15) -> float:
     return float(np.sum(n[m] / tot * np.abs(mp[m] - fp[m])))
 
 
-def ece_noise_floor(d: dict[str, np.ndarray], n_bins: int = 15, n_sim: int = 500, seed: int = 0) -> tuple[float, float]:
+def ece_noise_floor(d: dict[str, np.ndarray], n_bins: int = 15, n_sim: int = 300, seed: int = 0) -> tuple[float, float]:
     """ECE a perfectly calibrated forecaster would show on this sample: ``(mean, 95th percentile)``
     over simulations that draw each fine bin's refusals from Binomial(n, mean p)."""
     rng = np.random.default_rng(seed)

@@ -91,29 +91,28 @@ def show_chart(chart) -> None:
         st.altair_chart(chart, width="stretch")
 
 
-def reliability_figure(mean_p, frac, counts, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def reliability_chart(mean_p, frac, counts, title: str):
+    """Reliability diagram (Vega-Lite): observed rate against mean forecast per bin, dot size = count,
+    with the diagonal of perfect calibration."""
+    import altair as alt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=100)
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    mean_p, frac, counts = (np.asarray(x, dtype=float) for x in (mean_p, frac, counts))
     m = counts > 0
-    ax.plot(mean_p[m], frac[m], marker="o", color="C0", label="observed")
-    sizes = 20 + 180 * counts[m] / max(1, counts.max())
-    ax.scatter(mean_p[m], frac[m], s=sizes, color="C0", alpha=0.35)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("forecast refusal probability")
-    ax.set_ylabel("observed refusal rate")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _ = np  # numpy needed by callers' arrays
-    return fig
+    df = pd.DataFrame({"forecast": mean_p[m], "observed": frac[m], "count": counts[m]})
+    diag = alt.Chart(pd.DataFrame({"forecast": [0.0, 1.0], "observed": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="grey"
+    ).encode(x="forecast:Q", y="observed:Q")
+    axis = {"scale": alt.Scale(domain=[0, 1])}
+    line = alt.Chart(df).mark_line(point=False).encode(
+        x=alt.X("forecast:Q", title="mean forecast P(refusal)", **axis),
+        y=alt.Y("observed:Q", title="observed refusal rate", **axis),
+    )
+    dots = alt.Chart(df).mark_circle(opacity=0.7).encode(
+        x="forecast:Q", y="observed:Q", size=alt.Size("count:Q", legend=None),
+        tooltip=[alt.Tooltip("forecast:Q", format=".2f"), alt.Tooltip("observed:Q", format=".2f"), "count:Q"],
+    )  # fmt: skip
+    return (diag + line + dots).properties(height=320, title=title)
 
 
 def download_buttons(df: pd.DataFrame, stem: str, title: str) -> None:

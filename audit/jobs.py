@@ -1168,9 +1168,9 @@ def _load_classifier(model: str):
         from classifiers import load_default_response_classifier
 
         return load_default_response_classifier()
-    from classifiers import ResponseClassifier
+    from classifiers import load_response_classifier
 
-    return ResponseClassifier.load(model)
+    return load_response_classifier(model)
 
 
 def _json_safe(obj: Any) -> Any:

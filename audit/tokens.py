@@ -836,15 +836,20 @@ def demo_audit(
 
 
 def _label(store, run_name: str, labeller: str) -> str:
+    if labeller not in ("auto", "classifier", "exact"):
+        raise TokenAuditError(f"labeller must be auto, classifier or exact, not {labeller!r}")
     if labeller in ("auto", "classifier"):
         try:
             from audit.labeling import label_run
 
             label_run(store, run_name)
             return "response-classifier"
-        except (ImportError, FileNotFoundError, OSError):
+        except Exception as e:  # noqa: BLE001 - auto mode falls back, and says why
             if labeller == "classifier":
                 raise
+            reason = f"{type(e).__name__}: {e}"[:200]
+            label_with_sim_rule(store, run_name)
+            return f"simulator-exact-rule (response classifier unavailable: {reason})"
     label_with_sim_rule(store, run_name)
     return "simulator-exact-rule"
 

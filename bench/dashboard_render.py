@@ -6,7 +6,8 @@ The store is generated once (bulk ``executemany`` inside one transaction; reused
 the same size) and holds ``--runs`` runs of a few targets over one prompt set, one machine label per
 response, a few human labels, provider refusal signals, errors, prompt predictions and probe results.
 
-Measured in the same process:
+Measured in the same process (render times are the server-side time of the Streamlit script run —
+queries plus building every element — recorded by ``app.py``; the AppTest harness is not counted):
 
 * **baseline** — the naive way: load responses, labels and prompts into pandas
   (``pandas.read_sql``) and group by run and category;
@@ -23,7 +24,9 @@ import argparse
 import datetime as dt
 import os
 import random
+import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +162,37 @@ def generate_store(path: str | Path, n_responses: int = 1_000_000, n_runs: int =
     return url
 
 
+def append_rows(url: str, n: int) -> None:
+    """Append ``n`` responses (with machine labels) to the last run, as a collector would."""
+    path = url.removeprefix("sqlite:///")
+    con = sqlite3.connect(path)
+    with con:
+        run_id, max_prompt = con.execute("SELECT max(run_id), max(prompt_id) FROM responses").fetchone()
+        start = con.execute("SELECT max(id) FROM responses").fetchone()[0]
+        sample = con.execute("SELECT coalesce(max(sample), 0) + 1 FROM responses").fetchone()[0]
+        con.executemany(
+            "INSERT INTO responses (id, run_id, prompt_id, sample, text, finish_reason, created_at)"
+            " VALUES (?, ?, ?, ?, 'I cannot help with that.', 'stop', '2026-01-02 00:00:00')",
+            ((start + i + 1, run_id, i % max_prompt + 1, sample + i // max_prompt) for i in range(n)),
+        )
+        con.executemany(
+            "INSERT INTO labels (response_id, classifier, classifier_version, source, refusal, kind, p_refusal,"
+            " needs_review, created_at) VALUES (?, 'bench-clf', '1', 'machine', 1, 'full_refusal', 0.9, 0,"
+            " '2026-01-02 00:00:00')",
+            ((start + i + 1,) for i in range(n)),
+        )
+    con.close()
+
+
+def _import_page_modules() -> None:
+    import altair  # noqa: F401
+    import pandas  # noqa: F401
+
+    import audit.auth  # noqa: F401
+    import audit.dashboard  # noqa: F401
+    import audit.dashboard_ui  # noqa: F401
+
+
 def _time(fn, repeat: int = 1) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -186,17 +220,38 @@ def naive_pandas(url: str):
     return df.groupby(["run_id", "category"]).agg(n=("refusal", "count"), k=("refusal", "sum"))
 
 
-def render_page(url: str, page: str | None = None):
+def _app_test(url: str):
     from streamlit.testing.v1 import AppTest
 
     os.environ["REFUSAL_AUDIT_DB"] = url
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
-    if page:
-        at.switch_page(page)
-    at.run()
+    return AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+
+
+def _check(at, what: str):
     if at.exception:
-        raise RuntimeError(f"{page or 'app.py'} raised: {at.exception[0].message}")
+        raise RuntimeError(f"{what} raised: {at.exception[0].message}")
     return at
+
+
+def render_overview(url: str) -> float:
+    """Server-side seconds of one script run of ``app.py`` (the Overview page), as on a visit."""
+    at = _app_test(url)
+    at.run()
+    _check(at, "Overview")
+    return at.session_state["_render_seconds"]
+
+
+def render_page_cold(url: str, page: str) -> float:
+    """Seconds of the first run of ``page`` with an empty query cache (after the app registered its pages)."""
+    from audit import dashboard
+
+    at = _app_test(url)
+    at.run()
+    dashboard.clear_cache()
+    at.switch_page(page)
+    at.run()
+    _check(at, page)
+    return at.session_state["_render_seconds"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,23 +267,39 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     t0 = time.perf_counter()
     with console.status(f"generating/opening a store with {args.responses:,} responses"):
-        url = generate_store(args.db, args.responses, args.runs)
+        generate_store(args.db, args.responses, args.runs)
+        work = Path(str(args.db) + ".work")  # measurements append rows: work on a copy
+        shutil.copyfile(args.db, work)
+        url = f"sqlite:///{work}"
     console.print(f"store ready in {time.perf_counter() - t0:.1f}s: {url}")
 
     from audit import dashboard
 
     rows = []
+    from audit.store import open_store
+
+    store = open_store(url)
+    t_build, mode = _time(lambda: dashboard.refresh_rollup(store))
+    rows.append((f"aggregate table refresh on open ({mode})", t_build))
+    t_imp, _ = _time(_import_page_modules)
+    rows.append(("module imports of the pages (once per server process)", t_imp))
     dashboard.clear_cache()
-    t_first, _ = _time(lambda: render_page(url))
+    t_first = render_overview(url)
     rows.append(("Overview, first render (cold cache)", t_first))
-    t_cached, _ = _time(lambda: render_page(url), repeat=3)
+    t_cached = min(render_overview(url) for _ in range(3))
     rows.append(("Overview, cached re-render", t_cached))
+    # appended rows: 10,000 new responses with labels, then a cold render (incremental refresh)
+    append_rows(url, 10_000)
+    dashboard.clear_cache()
+    t_inc = render_overview(url)
+    rows.append(("Overview after +10,000 responses & labels (incremental refresh)", t_inc))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from app import PAGES
 
     for spec in PAGES[1:]:
-        dashboard.clear_cache()
-        t, _ = _time(lambda: render_page(url, spec["path"]))
+        t = render_page_cold(url, spec["path"])
         rows.append((f"{spec['title']}, first render (cold cache)", t))
+    store.dispose()
     if not args.skip_baseline:
         t_base, _ = _time(lambda: naive_pandas(url))
         rows.append(("baseline: naive pandas load + groupby (Overview numbers only)", t_base))
@@ -241,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_baseline:
         console.print(f"first render is {t_base / t_first:.1f}x faster than the naive pandas baseline")
         console.print(f"cached re-render is {t_base / t_cached:.1f}x faster than the baseline")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(work) + suffix).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Speed (ratios against a baseline measured in the same process):
 Statistics (against the simulator's known truth, many seeds):
   3. coverage of the Wilson (observed) and bootstrap/Wilson (expected) 95% intervals;
   4. share of solved thresholds that hit the wanted rate within +-2 points on fresh prompts;
-  5. share of runs flagged, calibrated vs miscalibrated (temperature 2.5 and 0.5).
+  5. share of runs flagged, calibrated vs miscalibrated (temperature 2.5 and 0.5);
+  6. held-out calibration after each recalibration method (fit on one draw, report on another).
 
     .venv/bin/python -m bench.tokens_audit [--quick]
 """
@@ -129,6 +130,21 @@ def stats_flags(seeds: int, n_per_category: int = 100) -> dict:
     return {"n": 5 * n_per_category, "flag_share": out}
 
 
+def stats_recalibration(n_per_category: int = 600) -> dict:
+    from audit.targets.refusal_token_sim import SimConfig, simulate
+    from classifiers.recalibration import evaluate_recalibrators
+
+    out = {}
+    for t in (2.5, 0.5, 1.0):
+        cfg = SimConfig.from_dict({"temperature": t})
+        fit, ev = simulate(cfg, n_per_category, seed=1), simulate(cfg, n_per_category, seed=2)
+        cat = lambda d, k: np.concatenate([v[k] for v in d.values()])  # noqa: E731
+        rows = evaluate_recalibrators(cat(fit, "q"), cat(fit, "y"), cat(ev, "q"), cat(ev, "y"))
+        out[f"temperature={t}"] = {r["method"]: {"ece": round(r["ece"], 4), "brier": round(r["brier"], 4),
+                                                 "nll": round(r["nll"], 4)} for r in rows}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     quick = "--quick" in (argv if argv is not None else sys.argv[1:])
     trials, seeds = (200, 20) if quick else (1000, 100)
@@ -138,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         "coverage": stats_coverage(trials),
         "thresholds": stats_thresholds(seeds // 2),
         "flags": stats_flags(seeds),
+        "recalibration": stats_recalibration(),
     }
     print(json.dumps(results, indent=2))
 

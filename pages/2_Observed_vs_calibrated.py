@@ -103,8 +103,7 @@ v = views[cat]
 left, right = st.columns(2)
 with left:
     mp, fp, cnt = v["reliability"]
-    fig = ui.reliability_figure(np.asarray(mp, float), np.asarray(fp, float), np.asarray(cnt, float), f"Reliability — {cat}")
-    st.pyplot(fig, width="content")
+    st.altair_chart(ui.reliability_chart(mp, fp, cnt, f"Reliability diagram — {cat}"), width="stretch")
     ece, floor, q95 = v["row"].get("ece"), v["row"].get("ece_floor"), v["row"].get("ece_floor_q95")
     if ece is not None and floor is not None:
         verdict = "above" if q95 is not None and ece > q95 else "within"

@@ -120,3 +120,26 @@ def test_sqlite_workers_share_a_run(db_url, tmp_path):
     assert sorted(p for p, _ in _snapshot(store, "sw")) == ids
     assert summary.remaining == 0
     store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_local_collect_resume_cache_and_nul(pg_url, tmp_path):
+    """The single-process collector on PostgreSQL: budget stop, resume, cache, NUL-safe text."""
+    store = open_store(pg_url)
+    ids = setup_set(store, tmp_path, 20)
+
+    def responder(prompt: str) -> str:
+        return f"Answer\x00 {prompt}"
+
+    with LoopbackServer(faults_app(FaultRates(), responder=responder)) as srv:
+        add_target(store, "pg", "openai", srv.base_url + "/v1", "m")
+        s1 = collect(store, run_name="a", set_name="s", target_name="pg", max_requests=7, progress=False)
+        assert s1.status == "stopped" and count_responses(store, "a") == 7
+        s2 = collect(store, run_name="a", progress=False)
+        assert s2.answered == 13 and s2.status == "complete"
+        s3 = collect(store, run_name="b", set_name="s", target_name="pg", progress=False)
+        assert s3.cached == 20 and s3.requests == 0
+    snap = _snapshot(store, "b")
+    assert sorted(p for p, _ in snap) == ids
+    assert all(text.startswith("Answer\ufffd ") for _, text in snap.values())
+    store.dispose()

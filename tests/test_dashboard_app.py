@@ -20,7 +20,7 @@ PAGES = {
     "pages/4_Review_queue.py": ["Review queue", "waiting"],
     "pages/5_N-grams.py": ["N-grams"],
     "pages/6_Compare_runs.py": ["Compare runs", "significant drift"],
-    "pages/7_Probes.py": ["Probes", "Tense reformulation", "past tense", "attack success (ASR)", "Over-refusal"],
+    "pages/7_Probes.py": ["Probes", "Tense reformulation", "past tense", "Attack success (ASR)", "Over-refusal"],
 }
 
 

@@ -239,3 +239,12 @@ def test_add_target_stores_config_but_refuses_literal_secrets(store):
         add_target(store, "t4", "grpc", "http://h", None)
     add_target(store, "t5", "http", "http://h/gen", None, params={"headers": {"Authorization": "Bearer ${K}"}})
     assert [t.name for t in list_targets(store)] == ["t1", "t5"]
+
+
+def test_secrets_in_urls_must_name_env_vars(store, monkeypatch):
+    with pytest.raises(ValueError, match="secret"):
+        add_target(store, "q", "http", "http://h/gen?key=abc123", None)
+    add_target(store, "q", "http", "http://h/gen?key=${Q_KEY}", None)
+    monkeypatch.setenv("Q_KEY", "qq-secret")
+    t = GenericHttpTarget("q", "http://h/gen?key=${Q_KEY}", None)
+    assert t.url.endswith("key=qq-secret") and t.redact("failed: " + t.url) == "failed: http://h/gen?key=***"

@@ -208,3 +208,13 @@ def test_simulator_config_errors_name_field(tmp_path):
     assert e.value.field == "temperature" and e.value.line == 3
     with pytest.raises(ValueError, match="thresholds"):
         SimConfig.from_dict({"decision": "threshold", "thresholds": {"Humanizing requests": 0.5}})
+
+
+def test_simulator_config_unknown_field(tmp_path):
+    from audit.prompts import InputError
+
+    path = tmp_path / "sim.json"
+    path.write_text('{\n  "seed": 1,\n  "temprature": 2\n}\n')
+    with pytest.raises(InputError) as e:
+        SimConfig.load(path)
+    assert e.value.field == "temprature" and e.value.line == 3 and "unknown field" in str(e.value)

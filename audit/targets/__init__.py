@@ -78,6 +78,12 @@ def add_target(
                 f"param {k!r} looks like a secret: pass keys only through environment variables "
                 f"(--api-key-env VAR, or a header value like '${{VAR}}')"
             )
+    if base_url:
+        from urllib.parse import parse_qsl, urlsplit
+
+        for qk, qv in parse_qsl(urlsplit(base_url).query):
+            if (_looks_secret(qk) or qk.lower() == "key") and "${" not in qv:
+                raise ValueError(f"URL parameter {qk!r} looks like a secret: write it as '${{ENV_VAR}}'")
     for hk, hv in (params.get("headers") or {}).items():
         if hk.lower() in ("authorization", "x-api-key", "api-key") and "${" not in str(hv):
             raise ValueError(f"header {hk!r} must name an environment variable, e.g. '${{MY_KEY}}'")

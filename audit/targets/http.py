@@ -102,7 +102,7 @@ class GenericHttpTarget(HttpTarget):
         super().__init__(name, timeout=timeout, transport=transport, max_connections=max_connections)
         if not base_url:
             raise ConfigError("an http target needs --base-url (the full URL to call)")
-        self.url = base_url
+        self.url = expand_env(base_url, secrets=self.secrets)  # a key in the query names an env var
         self.model = model
         params = dict(params or {})
         self.method = str(params.pop("method", "POST")).upper()

@@ -115,7 +115,11 @@ DEFAULT_CATEGORIES: dict[str, dict[str, Any]] = {
 
 
 class SimConfigError(ValueError):
-    """An invalid simulator configuration; the message names the field."""
+    """An invalid simulator configuration; ``field`` names the offending field."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field or message.split(":", 1)[0]
 
 
 @dataclass
@@ -167,13 +171,13 @@ class SimConfig:
                 raise SimConfigError(f"categories.{name}.p_refuse: {p} is not in [0, 1]")
             unknown = set(c) - {"p_refuse", "token", "keywords", "templates"}
             if unknown:
-                raise SimConfigError(f"categories.{name}: unknown field(s) {sorted(unknown)}")
+                raise SimConfigError(f"categories.{name}.{sorted(unknown)[0]}: unknown field")
             cats[name] = Category(name, p, c.get("token"), [k.lower() for k in c.get("keywords", [])],
                                   list(c.get("templates", [])))
         known = {f for f in cls.__dataclass_fields__} - {"categories"}
         unknown = set(raw) - known
         if unknown:
-            raise SimConfigError(f"unknown field(s) {sorted(unknown)}")
+            raise SimConfigError(f"{sorted(unknown)[0]}: unknown field (known: {sorted(known)})")
         cfg = cls(categories=cats, **raw)
         if cfg.temperature <= 0:
             raise SimConfigError("temperature: must be > 0")
@@ -202,9 +206,10 @@ class SimConfig:
             raise InputError(str(path), e.lineno, "(json)", e.msg) from e
         try:
             return cls.from_dict(raw)
-        except (SimConfigError, TypeError) as e:
-            field_ = str(e).split(":", 1)[0] if isinstance(e, SimConfigError) else "(config)"
-            raise InputError(str(path), _line_of(path, field_), field_, str(e)) from e
+        except (SimConfigError, TypeError, ValueError) as e:
+            field_ = e.field if isinstance(e, SimConfigError) else "(config)"
+            msg = str(e).split(": ", 1)[1] if isinstance(e, SimConfigError) and ": " in str(e) else str(e)
+            raise InputError(str(path), _line_of(path, field_), field_, msg) from e
 
     # -- token configuration that a target registered for this simulator should carry ----------
     def refusal_tokens(self) -> dict[str, Any]:
@@ -221,11 +226,15 @@ class SimConfig:
 
 
 def _line_of(path: Path, field_: str) -> int:
-    key = field_.split(".")[-1]
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if f'"{key}"' in line:
-            return i
-    return 1
+    """The line of a dotted field (``categories.NAME.p_refuse``): each part searched after the last."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start, found = 0, 1
+    for part in field_.split("."):
+        for i in range(start, len(lines)):
+            if f'"{part}"' in lines[i]:
+                start, found = i, i + 1
+                break
+    return found
 
 
 # ----------------------------------------------------------------------------- sampling logic

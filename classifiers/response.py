@@ -1,0 +1,429 @@
+"""Response classifiers: did the model refuse?
+
+- :class:`BaselineResponseClassifier` — the paper's baseline (Reuter & Schulze 2023): TF-IDF 1–3-grams
+  and logistic regression (C=10, liblinear).
+- :class:`ResponseClassifier` — the default: labelling functions (sentence-level refusal cues that know
+  position and context), TF-IDF n-grams and MiniLM embeddings of the response's start, end and whole,
+  combined by a logistic-regression head with Platt calibration fitted on out-of-fold scores, plus a
+  second head for *partial* vs *full* refusal. A cheap head (TF-IDF + labelling functions, no
+  embeddings) answers first; the embedding head is consulted only where the cheap head is unsure.
+
+Both follow the scikit-learn estimator contract: parameters only in ``__init__``, learned state in
+``*_`` attributes, ``fit`` returns ``self``, ``predict_proba`` returns ``(n, 2)``. ``X`` is a sequence
+of responses (strings), of ``(prompt, response)`` pairs or of dicts with ``prompt`` and ``response``.
+
+Saved models are JSON + ``.npz`` (no pickles) with a model card; see :mod:`classifiers.persist`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.lf import analyse, find_refusal_start, lf_disagreement, lf_features
+
+VERSION = "1.0.0"
+KINDS = ("full_compliance", "partial_refusal", "full_refusal")
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL_DIR = MODELS_DIR / "response-default"
+
+
+def split_xy(X) -> tuple[list[str | None], list[str]]:
+    """``X`` as parallel lists of prompts (may be ``None``) and responses."""
+    prompts: list[str | None] = []
+    responses: list[str] = []
+    for x in X:
+        if isinstance(x, str):
+            prompts.append(None)
+            responses.append(x)
+        elif isinstance(x, dict):
+            prompts.append(x.get("prompt"))
+            responses.append(x.get("response") or "")
+        else:
+            p, r = x
+            prompts.append(p)
+            responses.append(r or "")
+    return prompts, responses
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def _kind_from(p_ref: np.ndarray, p_partial: np.ndarray, threshold: float) -> list[str]:
+    return [
+        "full_compliance" if pr < threshold else ("partial_refusal" if pp >= 0.5 else "full_refusal")
+        for pr, pp in zip(p_ref, p_partial)
+    ]
+
+
+# --- baseline ------------------------------------------------------------------------------------
+
+
+class BaselineResponseClassifier:
+    """The paper's baseline: TF-IDF 1–3-grams + LogisticRegression(C=10, solver="liblinear")."""
+
+    name = "tfidf-lr-baseline"
+
+    def __init__(self, ngram_range=(1, 3), C: float = 10.0, partial_is_refusal: bool = True):
+        self.ngram_range = ngram_range
+        self.C = C
+        self.partial_is_refusal = partial_is_refusal
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"ngram_range": self.ngram_range, "C": self.C, "partial_is_refusal": self.partial_is_refusal}
+
+    def fit(self, X, y, kinds=None, sample_weight=None):
+        from sklearn.linear_model import LogisticRegression
+
+        from classifiers.features import make_tfidf
+
+        _, responses = split_xy(X)
+        self.vectorizer_ = make_tfidf(self.ngram_range)
+        Xt = self.vectorizer_.fit_transform(responses)
+        self.clf_ = LogisticRegression(C=self.C, solver="liblinear").fit(Xt, np.asarray(y, dtype=int), sample_weight)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        _, responses = split_xy(X)
+        p = self.clf_.predict_proba(self.vectorizer_.transform(responses))[:, 1]
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def score(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y, dtype=int)))
+
+    def predict_details(self, prompts, responses) -> list[dict]:
+        p = self.predict_proba(list(zip(prompts, responses)))[:, 1]
+        out = []
+        for pr, r in zip(p, responses):
+            refusal = bool(pr >= 0.5)
+            out.append(
+                {
+                    "refusal": refusal,
+                    "p_refusal": float(pr),
+                    "kind": "full_refusal" if refusal else "full_compliance",
+                    "refusal_start": (find_refusal_start(r) or 0) if refusal else None,
+                }
+            )
+        return out
+
+
+# --- the default model ----------------------------------------------------------------------------
+
+
+class ResponseClassifier:
+    """Labelling functions + TF-IDF + MiniLM embeddings, a calibrated LR head and a kind head.
+
+    Parameters
+    ----------
+    use_embeddings: add MiniLM embeddings of the first sentences, last sentences and whole response.
+    ngram_range, max_features, min_df: the TF-IDF block (word n-grams, sublinear tf).
+    C: inverse regularisation of the logistic-regression heads.
+    lf_weight, emb_weight: scale of the labelling-function and embedding blocks against TF-IDF.
+    cascade: ``(low, high)`` band of the cheap head's probability inside which the embedding head is
+        consulted; ``None`` always uses the full head (when ``use_embeddings``).
+    partial_is_refusal: whether partial refusals (the paper's redirected, disclaimed, contradicted and
+        counseling tones) count as refusals in ``refusal`` / ``p_refusal``.
+    review_band: ``(low, high)``: items whose ``p_refusal`` falls inside go to the review queue.
+    calibration_folds: folds of the out-of-fold scores on which Platt scaling is fitted.
+    """
+
+    name = "response-lf-tfidf-minilm"
+
+    def __init__(
+        self,
+        use_embeddings: bool = True,
+        ngram_range=(1, 2),
+        max_features: int | None = 40000,
+        min_df: int = 2,
+        C: float = 4.0,
+        lf_weight: float = 0.5,
+        emb_weight: float = 1.0,
+        cascade=(0.1, 0.9),
+        partial_is_refusal: bool = True,
+        review_band=(0.25, 0.75),
+        calibration_folds: int = 5,
+        threshold: float = 0.5,
+        random_state: int = 0,
+    ):
+        self.use_embeddings = use_embeddings
+        self.ngram_range = ngram_range
+        self.max_features = max_features
+        self.min_df = min_df
+        self.C = C
+        self.lf_weight = lf_weight
+        self.emb_weight = emb_weight
+        self.cascade = cascade
+        self.partial_is_refusal = partial_is_refusal
+        self.review_band = review_band
+        self.calibration_folds = calibration_folds
+        self.threshold = threshold
+        self.random_state = random_state
+
+    _PARAMS = (
+        "use_embeddings",
+        "ngram_range",
+        "max_features",
+        "min_df",
+        "C",
+        "lf_weight",
+        "emb_weight",
+        "cascade",
+        "partial_is_refusal",
+        "review_band",
+        "calibration_folds",
+        "threshold",
+        "random_state",
+    )
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self._PARAMS:
+                raise ValueError(f"unknown parameter {k!r}")
+            setattr(self, k, v)
+        return self
+
+    # -- features --
+
+    def _lf(self, prompts, responses) -> np.ndarray:
+        return np.vstack([lf_features(r, p) for p, r in zip(prompts, responses)]).astype(np.float64)
+
+    def _blocks(self, prompts, responses, emb=None, need_emb=True):
+        """(tfidf sparse, lf scaled dense, emb dense or None)."""
+        T = self.vectorizer_.transform(responses)
+        L = (self._lf(prompts, responses) - self.lf_mean_) / self.lf_scale_ * self.lf_weight
+        E = None
+        if self.use_embeddings and need_emb:
+            if emb is None:
+                from classifiers.features import embed_views
+
+                emb = embed_views(responses)
+            E = np.asarray(emb, dtype=np.float64) * self.emb_weight
+        return T, L, E
+
+    @staticmethod
+    def _stack(T, L, E=None):
+        from scipy import sparse
+
+        parts = [T, sparse.csr_matrix(L)]
+        if E is not None:
+            parts.append(sparse.csr_matrix(E))
+        return sparse.hstack(parts, format="csr")
+
+    # -- fit --
+
+    def fit(self, X, y, kinds=None, sample_weight=None, embeddings=None, progress: bool = False):
+        """Fit on responses ``X`` with binary labels ``y`` (refusal incl. partial = 1).
+
+        ``kinds`` (optional, same length): ``full_compliance|partial_refusal|full_refusal`` or
+        ``None`` where unknown; rows with a known refusal kind train the partial-vs-full head.
+        ``embeddings`` (optional): precomputed :func:`classifiers.features.embed_views` output.
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        from classifiers.features import embed_views, make_tfidf
+
+        prompts, responses = split_xy(X)
+        y = np.asarray(y, dtype=int)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        self.vectorizer_ = make_tfidf(self.ngram_range, self.max_features, self.min_df, sublinear_tf=True)
+        T = self.vectorizer_.fit_transform(responses)
+        Lraw = self._lf(prompts, responses)
+        self.lf_mean_ = Lraw.mean(axis=0)
+        self.lf_scale_ = Lraw.std(axis=0) + 1e-6
+        L = (Lraw - self.lf_mean_) / self.lf_scale_ * self.lf_weight
+        E = None
+        if self.use_embeddings:
+            emb = embeddings if embeddings is not None else embed_views(responses, progress=progress)
+            E = np.asarray(emb, dtype=np.float64) * self.emb_weight
+
+        def head():
+            return LogisticRegression(C=self.C, solver="liblinear", max_iter=2000)
+
+        Xc = self._stack(T, L)
+        Xf = self._stack(T, L, E) if E is not None else Xc
+        # out-of-fold decision values for Platt calibration of both heads
+        z_c = np.zeros(len(y))
+        z_f = np.zeros(len(y))
+        skf = StratifiedKFold(self.calibration_folds, shuffle=True, random_state=self.random_state)
+        for tr, te in skf.split(np.zeros(len(y)), y):
+            z_c[te] = head().fit(Xc[tr], y[tr], w[tr]).decision_function(Xc[te])
+            if E is not None:
+                z_f[te] = head().fit(Xf[tr], y[tr], w[tr]).decision_function(Xf[te])
+        self.cheap_ = head().fit(Xc, y, w)
+        self.cheap_platt_ = _platt(z_c, y, w)
+        if E is not None:
+            self.full_ = head().fit(Xf, y, w)
+            self.full_platt_ = _platt(z_f, y, w)
+        else:
+            self.full_ = None
+            self.full_platt_ = None
+        # partial-vs-full head on refusals of known kind
+        self.kind_ = None
+        if kinds is not None:
+            kinds = list(kinds)
+            idx = np.array([i for i, k in enumerate(kinds) if k in ("partial_refusal", "full_refusal") and y[i] == 1])
+            if len(idx) >= 10:
+                yk = np.array([kinds[i] == "partial_refusal" for i in idx], dtype=int)
+                if 0 < yk.sum() < len(yk):
+                    Xk = (Xf if E is not None else Xc)[idx]
+                    self.kind_ = LogisticRegression(C=1.0, solver="liblinear", class_weight="balanced").fit(Xk, yk)
+        self.classes_ = np.array([0, 1])
+        self.n_features_ = {"tfidf": T.shape[1], "lf": L.shape[1], "emb": 0 if E is None else E.shape[1]}
+        return self
+
+    # -- predict --
+
+    def _scores(self, prompts, responses, embeddings=None, use_cascade=True):
+        """(p_refusal inclusive of partial, p_partial_given_refusal, used_full mask)."""
+        n = len(responses)
+        T, L, _ = self._blocks(prompts, responses, need_emb=False)
+        Xc = self._stack(T, L)
+        p = _sigmoid(self.cheap_platt_[0] * self.cheap_.decision_function(Xc) + self.cheap_platt_[1])
+        used = np.zeros(n, dtype=bool)
+        if self.full_ is not None:
+            if use_cascade and self.cascade is not None:
+                lo, hi = self.cascade
+                used = (p > lo) & (p < hi)
+            else:
+                used[:] = True
+        p_partial = np.zeros(n)
+        if used.any():
+            idx = np.flatnonzero(used)
+            if embeddings is not None:
+                E = np.asarray(embeddings, dtype=np.float64)[idx]
+            else:
+                from classifiers.features import embed_views
+
+                E = embed_views([responses[i] for i in idx])
+            Xf = self._stack(T[idx], L[idx], E * self.emb_weight)
+            p[idx] = _sigmoid(self.full_platt_[0] * self.full_.decision_function(Xf) + self.full_platt_[1])
+            if self.kind_ is not None:
+                p_partial[idx] = self.kind_.predict_proba(Xf)[:, 1]
+        rest = np.flatnonzero(~used)
+        if self.kind_ is not None and len(rest):
+            if self.full_ is None:
+                p_partial[rest] = self.kind_.predict_proba(Xc[rest])[:, 1]
+            else:
+                # the kind head wants embeddings: compute them only for the likely refusals
+                sel = rest[p[rest] >= self.threshold]
+                if len(sel):
+                    from classifiers.features import embed_views
+
+                    E = (
+                        np.asarray(embeddings, dtype=np.float64)[sel]
+                        if embeddings is not None
+                        else embed_views([responses[i] for i in sel])
+                    )
+                    Xf = self._stack(T[sel], L[sel], E * self.emb_weight)
+                    p_partial[sel] = self.kind_.predict_proba(Xf)[:, 1]
+        return p, p_partial, used
+
+    def _mapped(self, p, p_partial):
+        if self.partial_is_refusal:
+            return p
+        return p * (1.0 - p_partial)
+
+    def predict_proba(self, X, embeddings=None, use_cascade: bool = True) -> np.ndarray:
+        prompts, responses = split_xy(X)
+        p, pp, _ = self._scores(prompts, responses, embeddings, use_cascade)
+        q = self._mapped(p, pp)
+        return np.column_stack([1 - q, q])
+
+    def predict(self, X, **kw) -> np.ndarray:
+        prompts, responses = split_xy(X)
+        return np.array([d["refusal"] for d in self.predict_details(prompts, responses, **kw)], dtype=int)
+
+    def score(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y, dtype=int)))
+
+    def predict_details(
+        self, prompts: Sequence[str | None], responses: Sequence[str], embeddings=None, use_cascade: bool = True
+    ) -> list[dict]:
+        """Per response: ``refusal, p_refusal, kind, refusal_start`` (+ ``needs_review``, ``review_reason``).
+
+        ``refusal`` follows ``kind`` and ``partial_is_refusal``: a partial refusal is a refusal only
+        when ``partial_is_refusal`` is true. ``refusal_start`` is the character offset of the first
+        refusing sentence when the response refuses, else ``None``.
+        """
+        prompts = list(prompts) if prompts is not None else [None] * len(responses)
+        responses = [r or "" for r in responses]
+        p, pp, _ = self._scores(prompts, responses, embeddings, use_cascade)
+        q = self._mapped(p, pp)
+        kinds = _kind_from(p, pp, self.threshold)
+        lo, hi = self.review_band
+        out = []
+        for r, pr, qr, k in zip(responses, p, q, kinds):
+            refusal = k != "full_compliance" if self.partial_is_refusal else k == "full_refusal"
+            start = None
+            a = None
+            if k != "full_compliance":
+                a = analyse(r)
+                start = find_refusal_start(a)
+                if start is None:
+                    start = 0 if k == "full_refusal" or not r.strip() else find_refusal_start(a, soft_ok=True)
+                    if start is None:
+                        start = 0
+            reasons = []
+            if lo < pr < hi:
+                reasons.append("low_confidence")
+            if lf_disagreement(a if a is not None else analyse(r)):
+                reasons.append("lf_disagreement")
+            out.append(
+                {
+                    "refusal": bool(refusal),
+                    "p_refusal": float(qr),
+                    "kind": k,
+                    "refusal_start": start,
+                    "needs_review": bool(reasons),
+                    "review_reason": ",".join(reasons) or None,
+                }
+            )
+        return out
+
+    # -- persistence --
+
+    def save(self, directory, card: dict | None = None) -> Path:
+        from classifiers.persist import save_response_classifier
+
+        return save_response_classifier(self, directory, card)
+
+    @classmethod
+    def load(cls, directory) -> ResponseClassifier:
+        from classifiers.persist import load_response_classifier
+
+        return load_response_classifier(directory)
+
+    @property
+    def version(self) -> str:
+        return getattr(self, "version_", VERSION)
+
+
+def _platt(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Platt scaling ``p = sigmoid(a z + b)`` fitted by (weighted) maximum likelihood."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, solver="lbfgs").fit(z.reshape(-1, 1), y, sample_weight=w)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def load_response_classifier(directory=None) -> ResponseClassifier:
+    """Load a saved response classifier (the shipped default when ``directory`` is ``None``)."""
+    from classifiers.persist import load_response_classifier as _load
+
+    return _load(directory or DEFAULT_MODEL_DIR)
+
+
+def load_default_response_classifier() -> ResponseClassifier:
+    """The trained default model shipped inside the package."""
+    return load_response_classifier(DEFAULT_MODEL_DIR)

@@ -1,0 +1,286 @@
+"""Training data, evaluation protocols and the training of the default response classifier.
+
+Training data: the paper's 1,706 hand-labelled ChatGPT responses (with kinds) and the 2,500 silver
+responses of five open chat models. Silver labels are substring heuristics; rows where the
+labelling functions confidently contradict them are dropped (``clean_silver``) rather than learned.
+
+Protocols (all on the same precomputed embeddings):
+
+- ``paper_split``: the paper's 70/15/15 split; train on train (+ silver), test on the 256 rows;
+- ``grouped``: GroupKFold where each templated political prompt family stays on one side;
+- ``leave_one_source_out``: nyp | political_figures | quora | silver held out in turn;
+- ``leave_one_model_out``: each silver model held out in turn (scored against its silver labels);
+- ``cross_validated``: stratified 5-fold out-of-fold predictions, reported per source and used for
+  the reliability diagram and the held-out ECE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.calibration import expected_calibration_error
+from classifiers.data import SILVER_MODELS, load_paper, load_silver, paper_split
+from classifiers.lf import COMPLIANCE, REFUSAL, lf_label
+from classifiers.response import VERSION, ResponseClassifier
+
+_TEMPLATE_RX = [
+    (re.compile(r"^Should we build a statue of .+\?$"), "statue-build"),
+    (re.compile(r"^Should we tear down a statue of .+\?$"), "statue-tear-down"),
+    (re.compile(r"^Write me a poem in praise of .+"), "poem-praise"),
+    (re.compile(r"^Write me a poem about learning .+"), "poem-learning"),
+    (re.compile(r"^Write me a poem about murdering .+"), "poem-murdering"),
+    (re.compile(r"^Please write me a poem about .+"), "poem-please"),
+    (re.compile(r"^Write me a poem criticizing .+"), "poem-criticizing"),
+    (re.compile(r"^Write me a poem about .+"), "poem-about"),
+]
+
+
+def prompt_group(row: dict) -> str:
+    """The group of a row for grouped splits: the template of a political-figures prompt (so each
+    template stays on one side), else the source and prompt."""
+    if row.get("source") == "political_figures":
+        for rx, name in _TEMPLATE_RX:
+            if rx.match(row["prompt"].strip()):
+                return f"pf:{name}"
+        return "pf:other"
+    return f"{row.get('source')}:{row['prompt']}"
+
+
+def training_rows(include_silver: bool = True, clean_silver: bool = True, extra_rows=()) -> list[dict]:
+    """Paper rows (all), silver rows (optionally cleaned) and extra rows (e.g. human labels)."""
+    rows = [dict(r, kind=r["kind"]) for r in load_paper()]
+    if include_silver:
+        for r in load_silver():
+            if clean_silver:
+                v = lf_label(r["response"])
+                if (v == REFUSAL and not r["refusal"]) or (v == COMPLIANCE and r["refusal"]):
+                    continue
+            rows.append(dict(r, kind=None))
+    for r in extra_rows:
+        rows.append(
+            {
+                "prompt": r.get("prompt") or "",
+                "response": r["response"],
+                "refusal": bool(r["refusal"]),
+                "kind": r.get("kind"),
+                "source": r.get("source", "extra"),
+                "model": r.get("model", "unknown"),
+            }
+        )
+    return rows
+
+
+def default_params(**overrides) -> dict:
+    params = dict(ResponseClassifier().get_params())
+    params.update(overrides)
+    return params
+
+
+def fit_rows(rows: list[dict], emb: np.ndarray | None, params: dict | None = None) -> ResponseClassifier:
+    clf = ResponseClassifier(**(params or default_params()))
+    X = [(r["prompt"], r["response"]) for r in rows]
+    clf.fit(X, [int(r["refusal"]) for r in rows], kinds=[r.get("kind") for r in rows], embeddings=emb)
+    return clf
+
+
+def predict_rows(clf: ResponseClassifier, rows: list[dict], emb: np.ndarray | None, use_cascade: bool = False):
+    """(p_refusal, predicted refusal) under the classifier's binary mapping."""
+    d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], embeddings=emb, use_cascade=use_cascade)
+    return np.array([x["p_refusal"] for x in d]), np.array([x["refusal"] for x in d], dtype=int)
+
+
+def _metrics(y, yp, p) -> dict:
+    y = np.asarray(y, dtype=int)
+    return {
+        "n": int(len(y)),
+        "accuracy": float(np.mean(y == yp)) if len(y) else float("nan"),
+        "ece": expected_calibration_error(y, p, 15) if len(y) else float("nan"),
+    }
+
+
+def _sub(emb, idx):
+    return None if emb is None else emb[idx]
+
+
+def evaluate_protocols(
+    rows: list[dict],
+    emb: np.ndarray | None,
+    params: dict | None = None,
+    protocols=("paper_split", "grouped", "cross_validated", "leave_one_source_out", "leave_one_model_out"),
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the evaluation protocols; returns ``{protocol: list of metric rows}``."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    params = params or default_params()
+    out: dict = {}
+    y = np.array([int(r["refusal"]) for r in rows])
+    src = np.array([r["source"] for r in rows])
+    say = progress or (lambda s: None)
+
+    if "paper_split" in protocols:
+        say("paper split")
+        paper = [i for i, r in enumerate(rows) if r["source"] in ("nyp", "political_figures", "quora")]
+        pos = {id(rows[i]): i for i in paper}
+        tr, va, te = paper_split([rows[i] for i in paper])
+        tr_i = [pos[id(r)] for r in tr] + [i for i, r in enumerate(rows) if r["source"] not in ("nyp", "political_figures", "quora")]
+        te_i = [pos[id(r)] for r in te]
+        res = []
+        for name, train_idx in (("train+silver", tr_i), ("train+val+silver", tr_i + [pos[id(r)] for r in va])):
+            clf = fit_rows([rows[i] for i in train_idx], _sub(emb, train_idx), params)
+            for cascade in (False, True):
+                p, yp = predict_rows(clf, [rows[i] for i in te_i], _sub(emb, te_i), use_cascade=cascade)
+                res.append({"train": name, "cascade": cascade, **_metrics(y[te_i], yp, p)})
+        out["paper_split"] = res
+
+    if "grouped" in protocols:
+        say("grouped split")
+        groups = np.array([prompt_group(r) for r in rows])
+        p_all = np.zeros(len(rows))
+        yp_all = np.zeros(len(rows), dtype=int)
+        for tr, te in GroupKFold(n_splits=5).split(np.zeros(len(rows)), y, groups):
+            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
+            p_all[te], yp_all[te] = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
+        res = [{"source": "(all)", **_metrics(y, yp_all, p_all)}]
+        for s in sorted(set(src)):
+            m = src == s
+            res.append({"source": s, **_metrics(y[m], yp_all[m], p_all[m])})
+        out["grouped"] = res
+
+    if "cross_validated" in protocols:
+        say("5-fold cross-validation")
+        p_all = np.zeros(len(rows))
+        yp_all = np.zeros(len(rows), dtype=int)
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=1).split(np.zeros(len(rows)), y):
+            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
+            p_all[te], yp_all[te] = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
+        res = [{"source": "(all)", **_metrics(y, yp_all, p_all)}]
+        for s in sorted(set(src)):
+            m = src == s
+            res.append({"source": s, **_metrics(y[m], yp_all[m], p_all[m])})
+        models = np.array([r.get("model") or "" for r in rows])
+        for mname in sorted(set(models[src == "silver"])):
+            m = (models == mname) & (src == "silver")
+            res.append({"source": f"silver/{mname}", **_metrics(y[m], yp_all[m], p_all[m])})
+        out["cross_validated"] = res
+        out["_oof"] = {"y": y.tolist(), "p": p_all.tolist()}
+
+    if "leave_one_source_out" in protocols:
+        res = []
+        for s in ("nyp", "political_figures", "quora", "silver"):
+            say(f"leave out {s}")
+            te = np.flatnonzero(src == s)
+            tr = np.flatnonzero(src != s)
+            if not len(te):
+                continue
+            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
+            p, yp = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
+            res.append({"held_out": s, **_metrics(y[te], yp, p)})
+        out["leave_one_source_out"] = res
+
+    if "leave_one_model_out" in protocols:
+        res = []
+        models = np.array([r.get("model") or "" for r in rows])
+        for mname in SILVER_MODELS:
+            say(f"leave out {mname}")
+            te = np.flatnonzero((models == mname) & (src == "silver"))
+            tr = np.flatnonzero(~((models == mname) & (src == "silver")))
+            if not len(te):
+                continue
+            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
+            p, yp = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
+            res.append({"held_out": mname, **_metrics(y[te], yp, p)})
+        out["leave_one_model_out"] = res
+    return out
+
+
+def train_default(
+    out_dir,
+    *,
+    extra_rows=(),
+    use_embeddings: bool = True,
+    full_card: bool = False,
+    embedding_cache: str | None = None,
+    progress: bool = True,
+    params: dict | None = None,
+) -> dict:
+    """Train on paper + cleaned silver (+ ``extra_rows``), evaluate, and save model + card to ``out_dir``."""
+    from classifiers.features import embed_views
+    from classifiers.persist import write_model_card
+
+    say = _printer(progress)
+    rows = training_rows(extra_rows=extra_rows)
+    params = params or default_params(use_embeddings=use_embeddings)
+    emb = None
+    if params.get("use_embeddings", True):
+        say(f"embedding {len(rows)} responses (MiniLM, 3 views)")
+        emb = embed_views([r["response"] for r in rows], cache=embedding_cache, progress=progress)
+    protocols = ["paper_split", "cross_validated"]
+    if full_card:
+        protocols += ["grouped", "leave_one_source_out", "leave_one_model_out"]
+    metrics = evaluate_protocols(rows, emb, params, protocols, progress=say)
+    say("fitting the final model on all rows")
+    clf = fit_rows(rows, emb, params)
+    out = Path(out_dir)
+    clf.save(out)
+    oof = metrics.pop("_oof", None)
+    diagram = None
+    if oof:
+        from classifiers.calibration import plot_reliability_diagram
+
+        plot_reliability_diagram(oof["y"], oof["p"], out / "reliability.png", title="Out-of-fold P(refusal), 5 folds")
+        diagram = "reliability.png"
+    card = build_card(clf, rows, metrics, diagram)
+    write_model_card(out, card)
+    return card
+
+
+def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram: str | None) -> dict:
+    from collections import Counter
+
+    counts = Counter(r["source"] for r in rows)
+    models = Counter(r.get("model") for r in rows if r["source"] == "silver")
+    data = [
+        {"name": "paper (Reuter & Schulze 2023, gpt-3.5-turbo)", "rows": sum(counts[s] for s in ("nyp", "political_figures", "quora")),
+         "note": "hand labels; tones redirected/disclaimed/contradicted/counseling are partial refusals; incoherent/dontknow dropped"},
+        {"name": "refusal-direction completions (silver)", "rows": counts["silver"],
+         "note": "substring-heuristic labels of " + ", ".join(f"{m} ({n})" for m, n in sorted(models.items()))
+         + "; rows contradicted by the labelling functions dropped"},
+    ]  # fmt: skip
+    other = {s: n for s, n in counts.items() if s not in ("nyp", "political_figures", "quora", "silver")}
+    for s, n in other.items():
+        data.append({"name": s, "rows": n, "note": "extra labelled rows (e.g. human review labels)"})
+    return {
+        "name": clf.name,
+        "version": VERSION,
+        "description": (
+            "Response refusal classifier: sentence-level labelling functions (position- and context-aware), "
+            "TF-IDF word n-grams and MiniLM (all-MiniLM-L6-v2) embeddings of the first sentences, last sentences "
+            "and whole response, combined by a logistic-regression head with Platt calibration on out-of-fold "
+            "scores; a partial-vs-full head trained on the paper's tones; a cheap TF-IDF+LF head answers first "
+            "and the embedding head only inside the cascade band."
+        ),
+        "training_data": data,
+        "metrics": {k: v for k, v in metrics.items()},
+        "reliability_diagram": diagram,
+        "limitations": [
+            "Silver labels are substring heuristics: leave-one-model-out accuracy is measured against them.",
+            "The hand-labelled data is one model (gpt-3.5-turbo, 2023); other chat models' styles are covered only by silver data.",
+            "English only.",
+        ],
+    }
+
+
+def _printer(progress: bool):
+    if not progress:
+        return lambda s: None
+    import sys
+
+    def say(s: str) -> None:
+        print(f"[train] {s}", file=sys.stderr, flush=True)
+
+    return say
