@@ -127,17 +127,21 @@ def target_config(row: Target) -> dict[str, Any]:
     }
 
 
-def request_hash(target: Target, request: ChatRequest, sample: int) -> str:
-    payload = {
-        "target": {k: v for k, v in target_config(target).items() if k != "api_key_env"},
-        "messages": request.messages,
-        "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
-        "logprobs": request.logprobs,
-        "params": request.params,
-        "sample": sample,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def _target_key(target: Target) -> str:
+    # the target by name (its URL may move, e.g. a loopback port), provider, model and params
+    cfg = {k: v for k, v in target_config(target).items() if k not in ("api_key_env", "base_url")}
+    return json.dumps(cfg, sort_keys=True, ensure_ascii=False)
+
+
+def request_hash(target: Target | str, request: ChatRequest, sample: int) -> str:
+    """The cache key of a request: target, model, params, messages, sampling parameters, sample."""
+    tkey = target if isinstance(target, str) else _target_key(target)
+    payload = json.dumps(
+        [request.messages, request.temperature, request.max_tokens, request.logprobs, request.params, sample],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(f"{tkey}\n{payload}".encode()).hexdigest()
 
 
 def resolve_run(
@@ -286,13 +290,13 @@ def upsert_responses(session, rows: list[dict[str, Any]]) -> None:
         return
     insert = _insert_fn(session)
     table = Response.__table__
-    stmt = insert(table).values(rows)
+    stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["run_id", "prompt_id", "sample"],
         set_={f: stmt.excluded[f] for f in _RESPONSE_FIELDS},
         where=table.c.error.isnot(None),
     )
-    session.execute(stmt)
+    session.execute(stmt, rows)  # executemany of one cached statement
 
 
 def write_batch(store: Store, rows: list[dict[str, Any]], task_ids: list[int]) -> None:
@@ -399,6 +403,7 @@ class Engine:
         self.transport = transport
         self.show_progress = progress
         self.label = label
+        self._target_key = _target_key(target_row)
         self.limiter = RateLimiter(concurrency=opts.concurrency, rpm=opts.rpm, tpm=opts.tpm)
         self.work_q: asyncio.Queue = asyncio.Queue(maxsize=max(2 * opts.concurrency, 16))
         self.write_q: asyncio.Queue = asyncio.Queue()
@@ -424,7 +429,7 @@ class Engine:
 
     def make_item(self, prompt_id: int, sample: int, text: str, task_id: int | None = None) -> WorkItem:
         req = self.make_request(text)
-        return WorkItem(prompt_id, sample, text, req, request_hash(self.target_row, req, sample), task_id)
+        return WorkItem(prompt_id, sample, text, req, request_hash(self._target_key, req, sample), task_id)
 
     def _budget_ok(self) -> bool:
         o = self.opts
@@ -568,6 +573,9 @@ class Engine:
                 self._task_id = progress_cm.add_task(self.label, total=total, errors=0, rate="0.0")
             try:
                 await feeder(self)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                self.stop_reason = self.stop_reason or "interrupted"  # queued items are skipped
+                raise
             finally:
                 for _ in requesters:
                     await self.work_q.put(None)
@@ -664,10 +672,10 @@ async def collect_async(
     engine = Engine(store, run_id, target_row, opts, transport=transport, progress=progress, label=run_name)
 
     async def feeder(eng: Engine) -> None:
-        for i in range(0, len(todo), 200):
+        for i in range(0, len(todo), 64):
             if eng.stop_reason:
                 return
-            items = [eng.make_item(p, smp, text) for p, smp, text in todo[i : i + 200]]
+            items = [eng.make_item(p, smp, text) for p, smp, text in todo[i : i + 64]]
             for it in await eng.put_cached(items):
                 if eng.stop_reason:
                     return

@@ -693,30 +693,17 @@ def add_human_label(
     reviewer: str,
     kind: str | None = None,
     refusal_start: int | None = None,
-    note: str | None = None,
 ) -> int:
-    """Store a reviewer's label (``source="human"``, with reviewer and time); it overrides every
-    machine label of the response in all rates. Returns the new label id."""
+    """Store a reviewer's label (``source="human"``, with reviewer and time) through
+    :func:`audit.review.add_human_label`; it overrides every machine label of the response in all
+    rates. An explicit, non-empty reviewer name is required. Returns the new label id."""
+    from audit import review
+
     reviewer = (reviewer or "").strip()
     if not reviewer:
         raise ValueError("a reviewer name is required for a human label")
-    kind = kind or ("full_refusal" if refusal else "full_compliance")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if refusal != (kind != "full_compliance"):
-        raise ValueError(f"kind {kind!r} contradicts refusal={refusal}")
-    with store.session() as s:
-        if s.get(Response, response_id) is None:
-            raise ValueError(f"no response with id {response_id}")
-        lab = Label(
-            response_id=response_id, classifier="human", classifier_version="review", source="human",
-            refusal=bool(refusal), kind=kind, p_refusal=1.0 if refusal else 0.0,
-            refusal_start=refusal_start if refusal else None, needs_review=False,
-            review_reason=(note or None), reviewer=reviewer,
-        )  # fmt: skip
-        s.add(lab)
-        s.flush()
-        new_id = lab.id
+    new_id = review.add_human_label(store, response_id, bool(refusal), reviewer=reviewer, kind=kind,
+                                    refusal_start=refusal_start)  # fmt: skip
     _invalidate(store)
     return new_id
 
@@ -1015,108 +1002,58 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------------
-# n-grams (the prompt area's report)
+# n-grams (classifiers.ngrams: log-odds with an informative Dirichlet prior, + LR coefficients)
+
+NGRAM_MAX_DOCS = 5_000
 
 
-def _ngram_module():
-    for name in ("audit.reports.ngrams", "audit.ngrams"):
-        try:
-            import importlib
+def _ngram_rows(store: Store, run_id: int, field: str, min_count: int, category: str) -> dict:
+    from classifiers.ngrams import ngram_statistics
 
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(mod, "write_ngram_report"):
-            return mod
-    return None
-
-
-_MIME = {"csv": "text/csv", "json": "application/json", "md": "text/markdown", "html": "text/html"}
-
-
-def _ngram_report(store: Store, run_name: str) -> dict[str, tuple[bytes, str]]:
-    import tempfile
-    from pathlib import Path
-
-    mod = _ngram_module()
-    with tempfile.TemporaryDirectory() as tmp:
-        mod.write_ngram_report(store, run_name, tmp, ("csv", "json", "md", "html"))
-        out = {}
-        for f in sorted(Path(tmp).rglob("*")):
-            ext = f.suffix.lstrip(".").lower()
-            if f.is_file() and ext in _MIME:
-                out[f.name] = (f.read_bytes(), _MIME[ext])
+    eff = effective_label_agg([run_id])
+    text_col = Prompt.text if field == "prompts" else Response.text
+    q = (
+        select(text_col.label("text"), eff.c.refusal)
+        .select_from(eff)
+        .join(Response, Response.id == eff.c.response_id)
+        .join(Prompt, Prompt.id == Response.prompt_id)
+        .where(text_col.is_not(None))
+    )
+    if category != ALL:
+        q = q.where(_category() == category)
+    with store.session() as s:
+        n_all = s.scalar(select(func.count()).select_from(q.subquery()))
+        step = max(1, -(-n_all // NGRAM_MAX_DOCS))
+        if step > 1:  # a deterministic sample of at most NGRAM_MAX_DOCS documents
+            q = q.where(Response.id % step == 0)
+        docs = s.execute(q).all()
+    out = {"rows": [], "documents": len(docs), "of": n_all, "category": category}
+    ys = [int(r) for _, r in docs]
+    if len(set(ys)) < 2:
+        return out
+    stats = ngram_statistics([t for t, _ in docs], ys, min_count=min_count, with_lr=len(docs) <= 2000)
+    for st in stats:
+        d = st.as_dict()
+        out["rows"].append({"category": category, "direction": d.pop("direction"), "ngram": d.pop("ngram"), **d,
+                            "score": abs(d["z"])})  # fmt: skip
     return out
 
 
-def ngram_files(store: Store, run_name: str) -> dict[str, tuple[bytes, str]]:
-    """The n-gram report files (name → (bytes, mime)) of a run, or ``{}`` when unavailable."""
-    if _ngram_module() is None:
-        return {}
+def ngram_table(
+    store: Store, run_id: int, field: str = "prompts", min_count: int = 5, category: str = ALL
+) -> tuple[dict | None, str | None]:
+    """N-gram statistics of a run's ``prompts`` or ``responses`` in one category (or ``(all)``),
+    refusal vs compliance by effective label: ``({"rows", "documents", "of", "category"}, None)``,
+    or ``(None, why)`` when ``classifiers.ngrams`` is missing. ``rows`` is empty when the documents
+    are all of one class. At most :data:`NGRAM_MAX_DOCS` documents (a deterministic sample by
+    response id) are analysed."""
+    if field not in ("prompts", "responses"):
+        raise ValueError("field must be 'prompts' or 'responses'")
     try:
-        return cached(store, "ngram_files", _ngram_report, run_name)
-    except Exception:  # noqa: BLE001 - a report that cannot be written is shown as absent
-        return {}
-
-
-def _records(obj: Any) -> list[dict]:
-    """Every dict in ``obj`` (nested) that looks like an n-gram row."""
-    out: list[dict] = []
-    if isinstance(obj, list):
-        for v in obj:
-            out.extend(_records(v))
-    elif isinstance(obj, dict):
-        if any(k in obj for k in ("ngram", "phrase", "term")):
-            out.append(obj)
-        else:
-            for k, v in obj.items():
-                for r in _records(v):
-                    ctx = dict(r)
-                    if isinstance(v, (list, dict)) and k not in ("rows", "items", "ngrams", "data"):
-                        if k.lower() in ("refusal", "compliance", "towards_refusal", "towards_compliance", "up", "down"):
-                            ctx.setdefault("direction", k)
-                        else:
-                            ctx.setdefault("category", k)
-                    out.append(ctx)
-    return out
-
-
-def normalise_ngrams(obj: Any) -> list[dict]:
-    """Rows ``category, direction (refusal|compliance), ngram, score, …`` from an n-gram report JSON."""
-    rows = []
-    for r in _records(obj):
-        ngram = r.get("ngram") or r.get("phrase") or r.get("term")
-        if isinstance(ngram, (list, tuple)):
-            ngram = " ".join(map(str, ngram))
-        direction = str(r.get("direction") or r.get("side") or r.get("towards") or "").lower()
-        score = next((r[k] for k in ("score", "log_odds", "lift", "coef", "weight", "z", "chi2", "count") if k in r), None)
-        if not direction and isinstance(score, (int, float)):
-            direction = "refusal" if score >= 0 else "compliance"
-        direction = "compliance" if ("compl" in direction or direction in ("down", "negative", "neg")) else "refusal"
-        try:
-            score = abs(float(score)) if score is not None else 0.0
-        except (TypeError, ValueError):
-            score = 0.0
-        rows.append({**{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None},
-                     "category": str(r.get("category") or ALL), "direction": direction, "ngram": str(ngram),
-                     "score": score})  # fmt: skip
-    return rows
-
-
-def ngram_table(store: Store, run_name: str) -> tuple[list[dict] | None, str | None]:
-    """N-gram rows of a run from the prompt area's report, or ``(None, why)``."""
-    import json
-
-    if _ngram_module() is None:
-        return None, "the n-gram module (audit.reports.ngrams) is not available yet"
-    try:
-        files = cached(store, "ngram_files", _ngram_report, run_name)
-    except Exception as exc:  # noqa: BLE001
-        return None, f"the n-gram report failed for this run ({type(exc).__name__}: {exc})"
-    js = [data for name, (data, _) in files.items() if name.endswith(".json")]
-    if not js:
-        return None, "the n-gram report wrote no JSON"
-    return normalise_ngrams(json.loads(js[0])), None
+        import classifiers.ngrams  # noqa: F401
+    except ImportError:
+        return None, "the n-gram module (classifiers.ngrams) is not available yet"
+    return cached(store, "ngram_table", _ngram_rows, run_id, field, min_count, category), None
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -43,11 +43,11 @@ def run_label(run: dict) -> str:
     return f"{run['name']} · {run['target']}"
 
 
-def pick_run(label: str, runs: list[dict], key: str, index: int | None = None) -> dict | None:
+def pick_run(label: str, runs: list[dict], key: str, index: int | None = None, where=None) -> dict | None:
     if not runs:
         return None
     idx = len(runs) - 1 if index is None else index
-    return st.selectbox(label, runs, index=idx, format_func=run_label, key=key)
+    return (where or st).selectbox(label, runs, index=idx, format_func=run_label, key=key)
 
 
 def no_runs_message() -> None:
@@ -62,14 +62,14 @@ def pct(x: float | None) -> str:
 
 
 def rate_chart(df: pd.DataFrame, *, color: str = "run", title: str = "", lo: str = "ci_low", hi: str = "ci_high",
-               rate: str = "rate"):  # fmt: skip
+               rate: str = "rate", x_title: str = "refusal rate (95% CI)"):  # fmt: skip
     """Dot-and-whisker chart: ``rate`` per category with its 95% interval, one colour per ``color``."""
     import altair as alt
 
     if df.empty:
         return None
     base = alt.Chart(df).encode(
-        y=alt.Y("category:N", title=None, sort=None),
+        y=alt.Y("category:N", title=None, sort=None, axis=alt.Axis(labelOverlap=False, labelLimit=250)),
         yOffset=alt.YOffset(f"{color}:N"),
         color=alt.Color(f"{color}:N", title=color),
     )
@@ -78,11 +78,11 @@ def rate_chart(df: pd.DataFrame, *, color: str = "run", title: str = "", lo: str
     if "n" in df.columns:
         tooltip.append("n:Q")
     whisk = base.mark_rule(strokeWidth=2).encode(
-        x=alt.X(f"{lo}:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title="refusal rate (95% CI)")),
+        x=alt.X(f"{lo}:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=x_title)),
         x2=f"{hi}:Q",
     )
     dots = base.mark_point(filled=True, size=60).encode(x=f"{rate}:Q", tooltip=tooltip)
-    height = max(120, 22 * df["category"].nunique() * max(1, df[color].nunique()) ** 0.5)
+    height = max(120, df["category"].nunique() * (12 * df[color].nunique() + 14))
     return (whisk + dots).properties(height=height, title=title)
 
 

@@ -126,8 +126,8 @@ def read_refusal_probability(logprobs: list[dict[str, Any]] | None, cfg: TokenCo
     if cfg.respond:
         strings[cfg.respond] = "A"
 
-    def consistent(ext: str, first: bool) -> set[str]:
-        ext = ext.lstrip() if first else ext
+    def consistent(ext: str, _first: bool) -> set[str]:
+        ext = ext.lstrip()  # token strings never start with whitespace; generated text may
         if not ext:
             return set(strings)
         return {s for s in strings if s.startswith(ext) or ext.startswith(s)}

@@ -6,7 +6,7 @@ alternating, several rounds; the medians are compared. The collector does everyt
 production (rate-limiter bookkeeping, request hashing, cache lookup, one-row-per-key upserts into
 SQLite in group-commit batches); the bare loop only sends, waits and parses.
 
-    .venv/bin/python -m bench.collector_throughput [--n 1000] [--concurrency 32] [--latency-ms 20] [--rounds 3]
+    .venv/bin/python -m bench.collector_throughput [--n 500] [--concurrency 32] [--latency-ms 20] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -99,19 +99,25 @@ def collector_run(url: str, texts: list[str], concurrency: int, workdir: Path, t
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency-ms", type=float, default=20.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args(argv)
     proc, url = start_server(args.latency_ms)
     bare, coll = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             asyncio.run(bare_loop(url, prompts(50, "warmup"), args.concurrency))  # warm up the server
-            for r in range(args.rounds):
-                bare.append(asyncio.run(bare_loop(url, prompts(args.n, f"bare{r}"), args.concurrency)))
-                coll.append(collector_run(url, prompts(args.n, f"coll{r}"), args.concurrency, Path(tmp), f"r{r}"))
+            for r in range(args.rounds):  # alternate which one goes first, so load drifts hit both
+                def run_bare():
+                    bare.append(asyncio.run(bare_loop(url, prompts(args.n, f"bare{r}"), args.concurrency)))
+
+                def run_coll():
+                    coll.append(collector_run(url, prompts(args.n, f"coll{r}"), args.concurrency, Path(tmp), f"r{r}"))
+
+                for step in ((run_bare, run_coll) if r % 2 == 0 else (run_coll, run_bare)):
+                    step()
                 print(f"round {r + 1}: bare {bare[-1]:.1f}/s  collector {coll[-1]:.1f}/s", flush=True)
     finally:
         proc.terminate()
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_rps_median": round(statistics.median(bare), 1),
         "collector_rps_median": round(statistics.median(coll), 1),
         "ratio": round(statistics.median(coll) / statistics.median(bare), 3),
+        "ratio_per_round": [round(c / b, 3) for c, b in zip(coll, bare)],
         "cpus": os.cpu_count(),
     }
     print(json.dumps(result))

@@ -505,6 +505,8 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{len(texts)} prompts but {len(categories)} categories")
         self.classes_ = np.array([0, 1])
         self.n_train_ = len(texts)
+        # so users of the model can tell whether it would predict prompts it was trained on
+        self.train_hashes_ = sorted({hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts})
         self.base_rate_ = float(y.mean())
 
         if self.model == "baseline":
@@ -685,6 +687,7 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
             arrays["cat_intercept"] = self.category_model_.intercept_
         (d / "model.json").write_text(json.dumps(meta), encoding="utf-8")
         np.savez_compressed(d / "arrays.npz", **arrays)
+        (d / "train_hashes.txt").write_text("\n".join(getattr(self, "train_hashes_", [])) + "\n", encoding="utf-8")
         info = {
             "name": "refusal-audit prompt classifier",
             "version": self.version,
@@ -728,6 +731,8 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
         m.selection_ = meta["selection"]
         m.calibration_losses_ = meta["selection"].get(m.kind_, {}).get("calibration_losses", {})
         m.categories_ = meta["categories"]
+        hashes = d / "train_hashes.txt"
+        m.train_hashes_ = hashes.read_text(encoding="utf-8").split() if hashes.is_file() else []
         m.category_calibrators_ = meta["category_calibrators"]
         base = {k[5:]: v for k, v in arrays.items() if k.startswith("base_")}
         kind = "tfidf_lr" if m.kind_ == "baseline" else m.kind_

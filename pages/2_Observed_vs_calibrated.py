@@ -33,7 +33,7 @@ if not sources:
         "(`refusal-audit forecast ...`)."
     )
     st.stop()
-source = st.radio("Calibrated rate from", sources, horizontal=True, key="cal_source")
+source = st.radio("Calibrated rate from", sources, horizontal=True, key=f"cal_source_{run['id']}")
 
 # Each view: category -> dict(row=..., reliability=(mp, fp, n), curve=(t, r), solve=fn)
 views: dict[str, dict] = {}

@@ -48,8 +48,11 @@ eff = db.effective_of(d)
 st.markdown(f"**#{d['response_id']}** · {d['run']} · {d['category']} · why: {', '.join(item['reasons'])}")
 with st.container(border=True):
     st.markdown(f"**Prompt** — {html.escape(d['prompt'])}")
-    start = eff["refusal_start"] if eff and eff["refusal"] else None
-    st.markdown("**Response**")
+    # the refusal start of the effective label, else of any label that saw a refusal
+    starts = [lab["refusal_start"] for lab in sorted(d["labels"], key=lambda x: -x["id"])
+              if lab["refusal"] and lab["refusal_start"] is not None]  # fmt: skip
+    start = eff["refusal_start"] if eff and eff["refusal"] and eff["refusal_start"] is not None else (starts or [None])[0]
+    st.markdown("**Response**" + (" (refusal start highlighted)" if start is not None else ""))
     st.markdown(db.highlight_html(d["response"], start), unsafe_allow_html=True)
     if d["provider_refusal"]:
         st.caption(f"Provider refusal signal: {d['provider_refusal']}")

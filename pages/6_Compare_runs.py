@@ -17,8 +17,8 @@ if len(runs) < 2:
 mode = st.radio("Compare", ["two runs", "two targets (latest run of each)"], horizontal=True, key="cmp_mode")
 c1, c2, c3 = st.columns([2, 2, 1])
 if mode == "two runs":
-    a = ui.pick_run("Run A (baseline)", runs, key="cmp_a", index=len(runs) - 2)
-    b = ui.pick_run("Run B", runs, key="cmp_b", index=len(runs) - 1)
+    a = ui.pick_run("Run A (baseline)", runs, key="cmp_a", index=len(runs) - 2, where=c1)
+    b = ui.pick_run("Run B", runs, key="cmp_b", index=len(runs) - 1, where=c2)
     a_id, b_id, a_name, b_name = a["id"], b["id"], a["name"], b["name"]
 else:
     targets = sorted({r["target"] for r in runs})

@@ -39,7 +39,7 @@ for t in job["tense"]:
         + (f" · reformulator {t['reformulator']}" if t.get("reformulator") else "")
     )
     if t["chart"]:
-        ui.show_chart(ui.rate_chart(pd.DataFrame(t["chart"]), color="measure"))
+        ui.show_chart(ui.rate_chart(pd.DataFrame(t["chart"]), color="measure", x_title="rate (95% CI)"))
     if t["rows"]:
         st.dataframe(pd.DataFrame(t["rows"]), hide_index=True, width="stretch")
 if job["contrast"]:

@@ -199,3 +199,17 @@ def test_cli_target_collect_export(db_url, tmp_path, echo):
 def test_export_unknown_run(store, tmp_path):
     with pytest.raises(ValueError, match="no run"):
         export_run(store, "missing", tmp_path / "x.jsonl")
+
+
+def test_rpm_and_tpm_buckets_pace_the_collector(store, tmp_path, echo):
+    setup_set(store, tmp_path, 6)
+    add_target(store, "echo", "openai", echo.base_url + "/v1", "m")
+    t0 = time.monotonic()
+    s1 = collect(store, run_name="rpm", set_name="s", target_name="echo", rpm=120, concurrency=6, **FAST)
+    # 2 requests/s with a burst of 2: the other 4 wait 0.5 s each (a lower bound; never an upper one)
+    assert s1.answered == 6 and time.monotonic() - t0 >= 1.9
+    t0 = time.monotonic()
+    s2 = collect(store, run_name="tpm", set_name="s", target_name="echo", tpm=1200, max_tokens=20,
+                 concurrency=6, use_cache=False, **FAST)
+    # 20 tokens/s, burst 20, each request really uses >= 17 tokens: the 6th starts after >= 85 tokens refilled (4.25 s)
+    assert s2.answered == 6 and time.monotonic() - t0 >= 4.0

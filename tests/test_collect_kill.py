@@ -143,3 +143,30 @@ def test_postgres_local_collect_resume_cache_and_nul(pg_url, tmp_path):
     assert sorted(p for p, _ in snap) == ids
     assert all(text.startswith("Answer\ufffd ") for _, text in snap.values())
     store.dispose()
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(db_url, tmp_path):
+    store = open_store(db_url)
+    ids = setup_set(store, tmp_path, 150)
+    with LoopbackServer(faults_app(FaultRates(), latency_ms=30)) as srv:
+        add_target(store, "t", "openai", srv.base_url + "/v1", "m")
+        proc = cli_popen(["collect", "--set", "s", "--target", "t", "--run", "c", "--concurrency", "2",
+                          "--no-progress"], db_url)
+        try:
+            assert wait_until(lambda: count_responses(store, "c") >= 10 or proc.poll() is not None, timeout=240)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, out
+        assert "resume" in out
+        with store.session() as s:
+            assert s.scalar(select(Run.status).where(Run.name == "c")) == "interrupted"
+        n = count_responses(store, "c")
+        assert 10 <= n < 150
+        summary = collect(store, run_name="c", progress=False)
+        assert summary.already_done == n and summary.status == "complete"
+    assert sorted(p for p, _ in _snapshot(store, "c")) == ids
+    store.dispose()

@@ -4,6 +4,7 @@ key content; no API key ever reaches a page; reviewing stores a human label with
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from pathlib import Path
 
@@ -18,7 +19,7 @@ PAGES = {
     "pages/2_Observed_vs_calibrated.py": ["Observed vs calibrated", "Calibration of one category", "Solve thresholds"],
     "pages/3_Explorer.py": ["Explorer", "matching responses"],
     "pages/4_Review_queue.py": ["Review queue", "waiting"],
-    "pages/5_N-grams.py": ["N-grams"],
+    "pages/5_N-grams.py": ["N-grams", "Towards refusal", "Towards compliance", "Download", "labelled prompts"],
     "pages/6_Compare_runs.py": ["Compare runs", "significant drift"],
     "pages/7_Probes.py": ["Probes", "Tense reformulation", "past tense", "Attack success (ASR)", "Over-refusal"],
 }
@@ -53,6 +54,29 @@ def build_demo_store(url: str, seed: int = 0) -> dict:
             s.add(PromptPrediction(prompt_id=p.id, model="prompt-clf", model_version="1",
                                    p_refusal=min(0.95, max(0.02, base[p.category] + rng.uniform(-0.15, 0.15)))))
         ids = {}
+        # a refusal-token target first: its responses carry first-token logprobs of [REFUSE]/[RESPOND]
+        tt = Target(name="target-tok", provider="openai", base_url="http://127.0.0.1:9/v1", model="model-tok",
+                    params={}, refusal_tokens={"refuse": "[REFUSE]", "respond": "[RESPOND]"})
+        s.add(tt)
+        s.flush()
+        run = Run(name="run-tok", set_id=ps.id, target_id=tt.id, status="done")
+        s.add(run)
+        s.flush()
+        ids["run-tok"] = run.id
+        for p in prompts:
+            pt = min(0.97, max(0.03, base[p.category] + rng.uniform(-0.1, 0.1)))
+            refuse = rng.random() < pt
+            first = "[REFUSE]" if refuse else "[RESPOND]"
+            lp = [{"token": first, "logprob": math.log(pt if refuse else 1 - pt),
+                   "top_logprobs": [{"token": "[REFUSE]", "logprob": math.log(pt)},
+                                    {"token": "[RESPOND]", "logprob": math.log(1 - pt)}]}]
+            r = Response(run_id=run.id, prompt_id=p.id, text=f"{first} " + ("I can't help." if refuse else "Sure."),
+                         finish_reason="stop", logprobs=lp)
+            s.add(r)
+            s.flush()
+            s.add(Label(response_id=r.id, classifier="clf-one", classifier_version="1", source="machine",
+                        refusal=refuse, kind="full_refusal" if refuse else "full_compliance",
+                        p_refusal=0.9 if refuse else 0.1))
         for rname, target, shift in (("run-a", ta, {}), ("run-b", tb, {"harmless": 0.9}), ("run-c", ta, {})):
             run = Run(name=rname, set_id=ps.id, target_id=target.id, status="done")
             s.add(run)
@@ -156,8 +180,7 @@ def test_every_page_renders_its_key_content_and_no_secret(demo_url, page):
     at = _run(page)
     text = _text_of(at)
     for key in PAGES[page]:
-        if key == "N-grams" or "ngrams" not in page:
-            assert key in text, f"{page}: {key!r} missing"
+        assert key in text, f"{page}: {key!r} missing"
     assert SECRET not in text
     assert "DASHBOARDSECRET" not in text
 
@@ -228,6 +251,32 @@ def test_review_queue_labels_with_reviewer_and_overrides(demo_url):
     # the item left the queue: the next one is shown
     head2 = next(m.value for m in at.markdown if m.value.startswith("**#"))
     assert head2 != head
+
+
+def test_ngrams_page_offers_four_download_formats(demo_url):
+    at = _run("pages/5_N-grams.py")
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["CSV", "JSON", "Markdown", "HTML"]
+    at.radio(key="ng_field").set_value("responses").run()
+    assert not at.exception
+
+
+def test_calibration_page_uses_the_refusal_token_model(demo_url):
+    at = _run("pages/2_Observed_vs_calibrated.py")
+    at.selectbox(key="cal_run").select_index(0).run()  # run-tok
+    assert not at.exception
+    radio = at.radio(key=f"cal_source_{demo_url[1]['run-tok']}")
+    assert radio.value == "refusal-token model (audit.tokens)"
+    table = at.dataframe[0].value
+    assert set(table["category"]) == {"drugs", "hacking", "harmless", "weapons", "(all)"}
+    assert table["ECE noise floor (mean)"].notna().all()
+    assert any("ECE" in m.value and "noise floor" in m.value for m in at.markdown)
+    at.text_input(key="cal_want").input("20%, 0.6").run()
+    solved = at.dataframe[1].value
+    assert list(solved.columns) == ["category", "threshold for 20.0%", "threshold for 60.0%"]
+    assert (solved["threshold for 20.0%"] >= solved["threshold for 60.0%"]).all()
+    at.text_input(key="cal_want").input("150%").run()
+    assert any("Not a rate" in e.value for e in at.error)
 
 
 def test_review_needs_a_reviewer_name(demo_url):

@@ -12,6 +12,7 @@ before Streamlit's websocket has delivered any content. The DOM checked is the s
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ PAGES = {
     "calibration": ["Observed vs calibrated rate per category", "Reliability diagram", "Solve thresholds"],
     "explorer": ["Explorer", "matching responses", "Prompt prediction"],
     "review": ["Review queue", "Keys:", "Compliance (N)"],
-    "ngrams": ["N-grams"],
+    "ngrams": ["N-grams", "Towards refusal", "Towards compliance"],
     "compare": ["Compare runs", "significant drift", "harmless"],
     "probes": ["Tense reformulation", "Over-refusal"],
 }
@@ -71,7 +72,8 @@ class DevTools:
     def __init__(self, ws_url: str):
         from websockets.sync.client import connect
 
-        self.ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=30)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=30))
         self.next_id = 0
 
     def call(self, method: str, timeout: float = 60, **params):
@@ -90,7 +92,7 @@ class DevTools:
         return self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -202,6 +202,21 @@ def test_explorer_filters(demo):
     assert len(rows) == 5 and n == 10 and capped
 
 
+def test_ngram_table_points_the_right_way(demo):
+    from audit import dashboard
+
+    store, ids = demo
+    res, why = dashboard.ngram_table(store, ids["run-c"], "responses", 3)
+    assert why is None and res["documents"] == res["of"] == 59
+    rows = {r["ngram"]: r for r in res["rows"]}
+    assert rows["sorry"]["direction"] == "refusal" and rows["here is how"]["direction"] == "compliance"
+    res, _ = dashboard.ngram_table(store, ids["run-c"], "prompts", 3)
+    rows = {r["ngram"]: r for r in res["rows"]}
+    assert rows["harmless"]["direction"] == "compliance" and rows["weapons"]["direction"] == "refusal"
+    res, _ = dashboard.ngram_table(store, ids["run-c"], "responses", 3, "drugs")
+    assert res["documents"] == 15 and all(r["category"] == "drugs" for r in res["rows"])
+
+
 def test_highlight_marks_the_refusal_sentence_and_escapes():
     from audit.dashboard import highlight_html, refusal_span
 

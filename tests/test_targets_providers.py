@@ -248,3 +248,37 @@ def test_secrets_in_urls_must_name_env_vars(store, monkeypatch):
     monkeypatch.setenv("Q_KEY", "qq-secret")
     t = GenericHttpTarget("q", "http://h/gen?key=${Q_KEY}", None)
     assert t.url.endswith("key=qq-secret") and t.redact("failed: " + t.url) == "failed: http://h/gen?key=***"
+
+
+def test_serve_target_replay_cli(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from audit.targets.loopback import free_port
+
+    from _collect_util import ROOT
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from audit.cli import main; main()", "serve-target", "replay", "--port", str(port),
+         "--fallback", "no recording"],
+        cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        row = json.loads(PAPER.read_text())[0]
+        assert ask(OpenAITarget("r", f"http://127.0.0.1:{port}/v1", "m"), row["prompt"]).text == row["response"]
+        assert ask(OpenAITarget("r", f"http://127.0.0.1:{port}/v1", "m"), "??").text == "no recording"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -218,3 +218,12 @@ def test_simulator_config_unknown_field(tmp_path):
     with pytest.raises(InputError) as e:
         SimConfig.load(path)
     assert e.value.field == "temprature" and e.value.line == 3 and "unknown field" in str(e.value)
+
+
+def test_leading_space_subtokens():
+    lps = [
+        _lp(" [", 0.8, [(" [", 0.8), ("Sure", 0.2)]),
+        _lp("ref", 0.25, [("res", 0.75), ("ref", 0.25)]),
+    ]
+    r = read_refusal_probability(lps, CFG)
+    assert r.p_refuse == pytest.approx(0.2) and r.position == 1 and r.split

@@ -150,6 +150,8 @@ def collect_cmd(
         )
     except (ValueError, ConfigError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: every finished response is stored; run the same command again to resume", 130)
     _print_summary(summary)
     if summary.stopped_reason:
         typer.echo(f"stopped: {summary.stopped_reason}; run the same command again to resume")
@@ -185,6 +187,8 @@ def worker_cmd(
         )
     except (ValueError, ConfigError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: unfinished tasks were released (or will be after their lease)", 130)
     _print_summary(summary)
 
 

@@ -353,7 +353,7 @@ def render_html(summary: dict) -> str:
     f = summary["failures"]
     H.append("<h2>Target failures</h2>")
     exceeded = {x["target"] for x in f["exceeded"]}
-    H.append(_table(["target", "failed", "requested", "failure rate", ""],
+    H.append(_table(["target", "failed", "requested", "failure rate", "note"],
                     [[t["target"], t["failed"], t["requested"], _pct(t["failure_rate"]), "above threshold" if t["target"] in exceeded else ""]
                      for t in f["by_target"]], {1, 2, 3}))
     H.append(f'<p class="muted">Threshold {_e(_pct(f["max_failure_rate"]))}.</p>')
