@@ -351,10 +351,32 @@ def _utcnow():
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _direct_category_table(store: Store, run_ids: tuple[int, ...] | None) -> list[dict]:
+    """The same counts straight from the rows (no rollup): for a store the dashboard cannot write."""
+    with store.session() as s:
+        lab = _labelled_counts(s, effective_label_agg(run_ids))
+        resp = _response_counts(s, None, None)
+    keys = sorted(k for k in set(lab) | set(resp) if run_ids is None or k[0] in run_ids)
+    out = []
+    for key in keys:
+        n, k, h = lab.get(key, (0, 0, 0))
+        r, p, e = resp.get(key, (0, 0, 0))
+        out.append(_rate_row(key[1], n, k, run_id=key[0], responses=r, provider_refusals=p, errors=e, human_labels=h))
+    return out
+
+
 def _category_table(store: Store, run_ids: tuple[int, ...] | None) -> list[dict]:
+    import logging
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     from audit.store.models import DashRollup
 
-    refresh_rollup(store)
+    try:
+        refresh_rollup(store)
+    except SQLAlchemyError as exc:  # e.g. a read-only database user
+        logging.getLogger("audit.dashboard").warning("cannot update the rollup table (%s); counting rows directly", exc)
+        return _direct_category_table(store, run_ids)
     q = select(DashRollup).order_by(DashRollup.run_id, DashRollup.category)
     if run_ids is not None:
         q = q.where(DashRollup.run_id.in_(run_ids))
@@ -445,7 +467,8 @@ def error_summary(store: Store, run_id: int, limit: int = 20) -> list[dict]:
 def categories(store: Store) -> list[str]:
     def _q(st: Store) -> list[str]:
         with st.session() as s:
-            return [c for (c,) in s.execute(select(_category()).distinct().order_by(_category()))]
+            c = _category().label("category")
+            return [v for (v,) in s.execute(select(c).distinct().order_by(c))]
 
     return cached(store, "categories", _q)
 
@@ -992,10 +1015,12 @@ def job_count(store: Store) -> int:
 
 
 __all__ = [
-    "ALL", "add_human_label", "cached", "calibration_bins", "categories", "category_table", "clear_cache",
-    "compare_runs", "data_version", "ece_from_bins", "ece_noise_floor", "effective_label_agg", "error_summary",
-    "explore", "forecast_vs_observed", "highlight_html", "item_details", "prediction_models", "probe_results",
-    "provider_signals", "redact", "reliability_from_bins", "review_queue", "run_summary", "runs",
+    "ALL", "FINE_BINS", "KINDS", "NGRAM_MAX_DOCS", "add_human_label", "cached", "calibration_bins",
+    "categories", "category_table", "clear_cache", "compare_runs", "data_version", "ece_from_bins",
+    "ece_noise_floor", "effective_label_agg", "effective_of", "error_summary", "explore",
+    "forecast_vs_observed", "highlight_html", "item_details", "job_count", "latest_run_of_target",
+    "ngram_table", "prediction_models", "probe_results", "provider_signals", "redact", "refresh_rollup",
+    "refusal_span", "reliability_from_bins", "review_progress", "review_queue", "run_summary", "runs",
     "solve_threshold", "threshold_curve", "token_groups", "token_rows",
 ]  # fmt: skip
 

@@ -6,9 +6,11 @@ Design. :func:`choose_prompts` picks ``budget`` prompts of a set:
 
 * ``random`` — simple random sampling;
 * ``stratified`` — proportional allocation over categories, random within each;
-* ``ppi`` — stratified, with at least ``budget / (2K)`` prompts per category (so every category gets
-  an estimate) and the rest allocated in proportion to ``N_c · s_c`` (Neyman allocation; ``s_c`` is
-  the residual sd the prompt classifier expects, ``sqrt(mean p(1-p))``, 0.5 without a model);
+* ``ppi`` — stratified, with at least ``max(5, budget / (10K))`` prompts per category (so every
+  category gets an estimate) and the rest allocated in proportion to ``N_c · s_c`` (Neyman allocation;
+  ``s_c`` is the residual sd the prompt classifier expects, ``sqrt(mean p(1-p))``, 0.5 without a
+  model); inside each category the sample is spread proportionally over k-means clusters of the
+  MiniLM embeddings (prompts alike in meaning tend to be refused alike, so this removes variance);
 * ``uncertainty`` — probability-proportional-to-size sampling with size ``sqrt(p(1-p))`` (floored,
   so every prompt can be drawn): uncertain prompts are queried more often and weighted by 1/π.
 
@@ -72,7 +74,7 @@ def allocate(sizes: dict[str, int], budget: int, sds: dict[str, float] | None = 
     budget = int(min(budget, N.sum()))
     base = np.zeros(len(cats), dtype=int)
     if floor and len(cats) > 1:
-        base = np.minimum(N, max(2, budget // (2 * len(cats))))
+        base = np.minimum(N, max(5, budget // (10 * len(cats))))
         if base.sum() > budget:
             base = _largest_remainder(budget * N / N.sum(), budget, N)
     rest = budget - int(base.sum())
@@ -127,10 +129,30 @@ def _predict(model_dir, texts: list[str], cats: list[str]) -> np.ndarray:
     return clf.predict_proba(texts, [None if c == NONE else c for c in cats])[:, 1]
 
 
+def clusters(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """k-means cluster of each row (the strata of the ``ppi`` design inside each category)."""
+    from sklearn.cluster import KMeans
+
+    k = max(1, min(k, len(X)))
+    if k == 1:
+        return np.zeros(len(X), dtype=int)
+    return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(np.asarray(X, dtype=np.float64))
+
+
 def select_indices(
-    cats: list[str], budget: int, strategy: str, p: np.ndarray | None = None, seed: int = 0
+    cats: list[str],
+    budget: int,
+    strategy: str,
+    p: np.ndarray | None = None,
+    seed: int = 0,
+    strata: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Indices (into ``cats``) of the prompts to query; see the module docstring."""
+    """Indices (into ``cats``) of the prompts to query; see the module docstring.
+
+    ``strata`` (``ppi`` only): a sub-stratum per prompt (e.g. :func:`clusters` of the embeddings);
+    each category's sample is then spread over its sub-strata in proportion to their sizes, which
+    keeps every prompt of a category equally likely to be drawn.
+    """
     if strategy not in STRATEGIES:
         raise PPIError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if budget < 1:
@@ -162,9 +184,24 @@ def select_indices(
     chosen = []
     for c in sorted(by_cat):
         idx = np.array(by_cat[c])
-        if alloc[c]:
+        if not alloc[c]:
+            continue
+        if strategy == "ppi" and strata is not None:
+            sub = np.asarray(strata)[idx]
+            hs = np.unique(sub)
+            sizes_h = np.array([np.sum(sub == h) for h in hs])
+            n_h = _largest_remainder(alloc[c] * sizes_h / sizes_h.sum(), alloc[c], sizes_h)
+            for h, k in zip(hs, n_h):
+                if k:
+                    chosen.extend(rng.choice(idx[sub == h], size=int(k), replace=False).tolist())
+        else:
             chosen.extend(rng.choice(idx, size=alloc[c], replace=False).tolist())
     return np.sort(np.array(chosen, dtype=int))
+
+
+def n_strata(budget: int) -> int:
+    """Number of embedding clusters for a budget: about 40 queries per cluster, 2 to 12."""
+    return int(np.clip(budget // 40, 2, 12))
 
 
 def choose_prompts(
@@ -176,7 +213,12 @@ def choose_prompts(
         raise PPIError(f"prompt set {set_name!r} is empty")
     ids, texts, cats = zip(*prompts)
     p = _predict(model_dir, list(texts), list(cats)) if model_dir is not None else None
-    idx = select_indices(list(cats), budget, strategy, p, seed)
+    strata = None
+    if strategy == "ppi":
+        from classifiers.prompt import embed
+
+        strata = clusters(embed(list(texts)), n_strata(budget))
+    idx = select_indices(list(cats), budget, strategy, p, seed, strata)
     return [int(ids[i]) for i in idx]
 
 
@@ -184,7 +226,7 @@ def choose_prompts(
 
 
 def crossfit_predictions(
-    X: np.ndarray, labelled: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0, C: float = 1.0
+    X: np.ndarray, labelled: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0, C: float = 3.0
 ) -> np.ndarray:
     """Cross-prediction: P(refusal) for every row of ``X`` from LR models fitted on the labelled rows.
 

@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     bare, coll = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(bare_loop(url, prompts(50, "warmup"), args.concurrency))  # warm up the server
+            # warm up the server and both clients (imports, the TLS context cache) outside the timings
+            asyncio.run(bare_loop(url, prompts(50, "warmup"), args.concurrency))
+            collector_run(url, prompts(50, "warmup-c"), args.concurrency, Path(tmp), "warmup")
             for r in range(args.rounds):  # alternate which one goes first, so load drifts hit both
                 def run_bare():
                     bare.append(asyncio.run(bare_loop(url, prompts(args.n, f"bare{r}"), args.concurrency)))

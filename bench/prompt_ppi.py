@@ -4,7 +4,7 @@ The prompt set is the paper data, with its source (nyp | political_figures | quo
 true refusal rates are known. For each budget n and each of R repetitions:
 
 * SRS: n prompts at random, classical estimate, Wald interval with finite-population correction;
-* PPI: ``choose_prompts`` strategy ``ppi`` (stratified, Neyman-allocated), predictions cross-fitted on
+* PPI: ``choose_prompts`` strategy ``ppi`` (stratified by category and embedding cluster), predictions cross-fitted on
   the n queried prompts only (MiniLM embedding + category, K=5 folds: no prompt is predicted by a
   model trained on it), PPI++ estimate per category and overall.
 
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
 
     from rich.progress import track
 
-    from audit.ppi import ALL, classical_mean, crossfit_predictions, estimate_by_category, select_indices
+    from audit.ppi import ALL, classical_mean, clusters, crossfit_predictions, estimate_by_category, n_strata, select_indices
     from classifiers.data import load_paper
     from classifiers.prompt import embed
 
@@ -64,6 +64,7 @@ def main(argv=None) -> dict:
         cat_cov = {c: [] for c in names}
         cat_w = {c: [] for c in names}
         t1 = time.time()
+        strata = clusters(E, n_strata(n))  # what choose_prompts(strategy="ppi") does
         for rep in track(range(a.reps), description=f"budget {n}"):
             # simple random sampling
             s = select_indices(cats, n, "random", seed=10_000 + rep)
@@ -71,7 +72,7 @@ def main(argv=None) -> dict:
             srs_w.append(est["ci_high"] - est["ci_low"])
             srs_cov.append(est["ci_low"] <= truth[ALL] <= est["ci_high"])
             # PPI
-            lab = select_indices(cats, n, "ppi", seed=rep)
+            lab = select_indices(cats, n, "ppi", seed=rep, strata=strata)
             f = crossfit_predictions(X, lab, y[lab], folds=a.folds, seed=rep)
             out = {r["category"]: r for r in estimate_by_category(cats, lab, y[lab], f)}
             r = out[ALL]

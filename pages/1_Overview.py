@@ -1,6 +1,8 @@
 """Overview: targets × runs, refusal rate per category with 95% intervals, provider signals and
 errors kept apart from the text labels."""
 
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -87,3 +89,15 @@ with right:
         st.dataframe(pd.DataFrame(db.error_summary(store, pick["id"])), hide_index=True, width="stretch")
     else:
         st.caption("No errors recorded.")
+
+st.subheader("Sample responses")
+latest = runs[-1]
+sample, total, capped = db.explore(store, run_ids=[latest["id"]], limit=5)
+st.caption(f"The 5 newest of {total:,}{'+' if capped else ''} responses of **{latest['name']}** — filter and search them in the Explorer.")
+for r in sample:
+    verdict = "unlabelled" if r["refusal"] is None else ("refusal" if r["refusal"] else "compliance")
+    body = (r["response"] or r["error"] or "").strip().replace("\n", " ")
+    st.markdown(
+        f"- **{r['category']}** · {verdict}{' · provider: ' + r['provider_refusal'] if r['provider_refusal'] else ''} — "
+        f"_{html.escape(r['prompt'][:140])}_ → {html.escape(body[:240])}{'…' if len(body) > 240 else ''}"
+    )

@@ -15,7 +15,8 @@ APP = str(ROOT / "app.py")
 SECRET = "sk-test-DASHBOARDSECRET0123456789"
 CATS = ["drugs", "hacking", "harmless", "weapons"]
 PAGES = {
-    "pages/1_Overview.py": ["Overview", "Targets × runs", "Refusal rate per category", "Provider refusal signals"],
+    "pages/1_Overview.py": ["Overview", "Targets × runs", "Refusal rate per category", "Provider refusal signals",
+                            "Sample responses"],
     "pages/2_Observed_vs_calibrated.py": ["Observed vs calibrated", "Calibration of one category", "Solve thresholds"],
     "pages/3_Explorer.py": ["Explorer", "matching responses"],
     "pages/4_Review_queue.py": ["Review queue", "waiting"],

@@ -76,6 +76,16 @@ def test_category_table_matches_rates_through_appends_relabels_and_deletes(demo)
     assert dashboard.refresh_rollup(store) == "fresh"
 
 
+def test_direct_counts_equal_the_rollup(demo):
+    from audit import dashboard
+
+    store, ids = demo
+    direct = dashboard._direct_category_table(store, None)
+    rolled = dashboard._category_table(store, None)
+    assert direct == rolled
+    assert dashboard._direct_category_table(store, (ids["run-b"],)) == [r for r in rolled if r["run_id"] == ids["run-b"]]
+
+
 def test_cache_key_changes_with_the_store(demo):
     from audit import dashboard
 
@@ -253,9 +263,11 @@ def test_auth_hash_and_config(tmp_path, monkeypatch):
     from audit import auth
 
     monkeypatch.chdir(tmp_path)
-    h = auth.hash_password("pw", iterations=1000)
-    assert auth.verify_password("pw", h) and not auth.verify_password("nope", h)
-    assert not auth.verify_password("pw", "garbage") and "pw" not in h
+    pw = "correct horse battery staple"
+    h = auth.hash_password(pw, iterations=1000)
+    assert auth.verify_password(pw, h) and not auth.verify_password("nope", h)
+    assert not auth.verify_password(pw, "garbage") and "horse" not in h
+    assert h != auth.hash_password(pw, iterations=1000)  # salted
     assert auth.configured_hash({}) is None  # no login by default
     assert auth.configured_hash({auth.ENV_HASH: h}) == h
     f = tmp_path / "secrets.toml"
@@ -284,6 +296,10 @@ def test_queries_on_postgres(pg_url):
         bins = dashboard.calibration_bins(store, ids["run-a"], "prompt-clf")
         assert int(bins[dashboard.ALL]["n"].sum()) > 0
         assert dashboard.compare_runs(store, ids["run-c"], ids["run-b"])
+        assert dashboard.categories(store) == ["drugs", "hacking", "harmless", "weapons"]
+        assert dashboard.ngram_table(store, ids["run-c"], "responses", 3)[0]["rows"]
+        assert dashboard.probe_results(store) and dashboard.review_progress(store)["human_labels"] == 2
+        assert dashboard.token_groups(store, "run-tok")[0]
     finally:
         dashboard.clear_cache()
         store.dispose()

@@ -4,6 +4,7 @@ a webhook, target-failure exit code, and two concurrent runs (the second exits 4
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -88,6 +89,9 @@ def test_example_config_end_to_end(tmp_path):
     for f in ("report.md", "report.html", "rates.csv", "tense_probe.csv", "drift.csv", "summary.json"):
         assert (rep / f).stat().st_size > 0
     assert "<svg" in (rep / "report.html").read_text(encoding="utf-8")
+    if importlib.util.find_spec("audit.reports.ngrams") is not None:  # the prompt helper's n-gram report
+        assert len(s["files"]["ngrams"]) == len(s["runs"])
+        assert all(any(Path(d).iterdir()) for d in s["files"]["ngrams"])
     log_text = (out / "job.log").read_text(encoding="utf-8")
     assert "started built-in replay target" in log_text and "finished with exit code 0" in log_text
     before = counts(db)
@@ -229,7 +233,7 @@ def test_second_concurrent_run_exits_4_at_once(tmp_path, job_db):
     cfg = tmp_path / "job.toml"
     db = job_db
     cmd = [sys.executable, "-c", "from audit.cli import main; main()", "--db", db, "run", str(cfg), "--date", "2026-04-01"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     with LoopbackServer(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])) as gate:
         cfg.write_text(textwrap.dedent(f"""
             job = "locked"

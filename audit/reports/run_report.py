@@ -124,7 +124,7 @@ def _ngram_reports(summary: dict, out: Path, store) -> list[str]:
             continue
         d = out / "ngrams" / run["run_name"]
         try:
-            write_ngram_report(store, run["run_name"], d, ("md", "html", "csv"))
+            write_ngram_report(store, run["run_name"], d, formats=("csv", "json", "md", "html"))
             written.append(str(d))
         except Exception as exc:  # noqa: BLE001 - one n-gram report must not sink the run report
             log.error("n-gram report of %s failed: %s: %s", run["run_name"], type(exc).__name__, exc)
