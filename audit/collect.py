@@ -179,7 +179,12 @@ def resolve_run(
                 opts.samples = max(opts.samples, int(cfg.get("samples", 1))) if "samples" in explicit else int(
                     cfg.get("samples", opts.samples)
                 )
-                _check_samples(opts)
+                if opts.samples > 1 and (opts.temperature is None or opts.temperature <= 0):
+                    raise ValueError(
+                        f"run {run_name!r} was started with temperature={opts.temperature!r}: several samples "
+                        f"per prompt need a temperature > 0, so start a new run"
+                    )
+                cfg.pop("prompt_ids", None)  # the scope of the latest invocation
                 cfg.update(_config_record(opts, target, prompt_ids))
                 run.config = cfg
                 s.expunge(target)

@@ -140,7 +140,7 @@ class ResponseClassifier:
         self,
         use_embeddings: bool = True,
         ngram_range=(1, 2),
-        max_features: int | None = 40000,
+        max_features: int | None = 20000,
         min_df: int = 2,
         C: float = 4.0,
         lf_weight: float = 0.5,
@@ -148,7 +148,7 @@ class ResponseClassifier:
         cascade=(0.1, 0.9),
         partial_is_refusal: bool = True,
         review_band=(0.25, 0.75),
-        calibration_folds: int = 5,
+        calibration_folds: int = 3,
         threshold: float = 0.5,
         random_state: int = 0,
     ):

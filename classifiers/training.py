@@ -130,7 +130,7 @@ def evaluate_protocols(
         tr_i = [pos[id(r)] for r in tr] + [i for i, r in enumerate(rows) if r["source"] not in ("nyp", "political_figures", "quora")]
         te_i = [pos[id(r)] for r in te]
         res = []
-        for name, train_idx in (("train+silver", tr_i), ("train+val+silver", tr_i + [pos[id(r)] for r in va])):
+        for name, train_idx in (("train+silver", tr_i),):
             clf = fit_rows([rows[i] for i in train_idx], _sub(emb, train_idx), params)
             for cascade in (False, True):
                 p, yp = predict_rows(clf, [rows[i] for i in te_i], _sub(emb, te_i), use_cascade=cascade)

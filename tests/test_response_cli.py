@@ -183,6 +183,7 @@ def test_label_review_and_retrain_flow(store, db_url, tmp_path, monkeypatch):
     assert len(rows) >= 2 and {r["model"] for r in rows} == {"m-1"}
 
 
+@pytest.mark.slow
 def test_train_response_cli_without_embeddings(tmp_path, db_url, monkeypatch):
     """`train response` end to end (TF-IDF + LF heads only, to stay fast); the model loads and classifies."""
     out = tmp_path / "model"
