@@ -127,7 +127,7 @@ def crossfit_forecast(
     has_cats = any(cats)
     p = np.zeros(len(rows))
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y):
-        clf = PromptClassifier(model=model).fit(
+        clf = PromptClassifier(model=model, cv=3).fit(
             [texts[i] for i in tr], y[tr], [cats[i] for i in tr] if has_cats else None
         )
         p[te] = clf.predict_proba([texts[i] for i in te], [cats[i] for i in te] if has_cats else None)[:, 1]

@@ -130,4 +130,15 @@ def test_choose_prompts_and_ppi_rates_from_store(store, tmp_path):
     train_prompt_from_file(f, tmp_path / "m", model="tfidf_lr")
     est2 = ppi_rates(s2, "r1", "s1", tmp_path / "m")
     assert est2[-1]["model_feature"] is False
+    # the CLI prints the same estimates
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    res = CliRunner().invoke(app, ["--db", s2.url, "estimate", "--run", "r1", "--json"])
+    assert res.exit_code == 0, res.output
+    cli_rows = {r["category"]: r for r in json.loads(res.output)}
+    assert cli_rows[ALL]["rate"] == pytest.approx(est[ALL]["rate"])
+    res = CliRunner().invoke(app, ["--db", s2.url, "estimate", "--run", "missing"])
+    assert res.exit_code == 2 and "missing" in res.output
     s2.dispose()

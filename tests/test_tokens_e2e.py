@@ -261,3 +261,37 @@ def test_compare_on_postgres(pg_url, tmp_path):
         assert rows[-1]["expected_rate"] == pytest.approx(np.mean(qs))
     finally:
         store.dispose()
+
+
+def _response_classifier():
+    """The shipped default response classifier, else any saved one under classifiers/models."""
+    from classifiers import load_default_response_classifier, load_response_classifier
+
+    try:
+        return load_default_response_classifier()
+    except FileNotFoundError:
+        saved = sorted(p.parent for p in (ROOT / "classifiers" / "models").glob("*/model.json"))
+        if not saved:
+            pytest.fail("no saved response classifier under classifiers/models")
+        return load_response_classifier(saved[0])
+
+
+def test_response_classifier_labels_agree_with_simulator_truth(store, tmp_path):
+    """The observed side as in the demo: machine labels from the real response classifier
+    (``label_run``) agree with the simulator's exact rule on its own answers."""
+    from audit.labeling import label_run
+    from audit.rates import effective_labels, run_by_name
+    from audit.store import Response
+
+    cfg = SimConfig.from_dict({"seed": 9, "use_category_tokens": True})
+    _setup(store, tmp_path, cfg, 8)
+    _collect(store, cfg, "r6")
+    assert label_run(store, "r6", classifier=_response_classifier()) == 40
+    with store.session() as s:
+        run = run_by_name(s, "r6")
+        eff = effective_labels(run.id).subquery()
+        pairs = s.execute(select(Response.text, eff.c.refusal).join(eff, eff.c.response_id == Response.id)).all()
+    assert len(pairs) == 40
+    assert all(bool(refusal) == sim_label(text) for text, refusal in pairs)
+    rows = compare(store, "r6", n_sim=50)
+    assert rows[-1]["n"] == 40

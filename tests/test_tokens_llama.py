@@ -47,22 +47,24 @@ def _gguf() -> Path:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp")
     from audit.targets.loopback import free_port
 
     port = free_port()
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = open(log_path, "wb")  # llama.cpp logs a lot: a pipe would fill up and block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
                     break
@@ -79,6 +81,7 @@ def llama_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def test_prefix_token_proxy_on_smollm2(llama_server, store, tmp_path):
@@ -96,7 +99,7 @@ def test_prefix_token_proxy_on_smollm2(llama_server, store, tmp_path):
     add_target(store, "smollm2", "openai", f"{llama_server}/v1", "smollm2",
                refusal_tokens={"prefix_tokens": PREFIXES})
     summary = collect(store, run_name="smol", set_name="llama", target_name="smollm2", logprobs=20,
-                      max_tokens=12, temperature=0.0, concurrency=1, progress=False)
+                      max_tokens=4, temperature=0.0, concurrency=1, progress=False, timeout=300)
     assert summary.errors == 0 and summary.answered == len(PROMPTS)
 
     cfg = TokenConfig.from_json({"prefix_tokens": PREFIXES})
