@@ -21,7 +21,7 @@ import numpy as np
 _MODEL = None
 
 
-def _init(model_dir: str, threads: int) -> None:
+def _init(model_dir: str, threads: int, band=None) -> None:
     global _MODEL
     import torch
 
@@ -29,6 +29,8 @@ def _init(model_dir: str, threads: int) -> None:
     from classifiers.response import load_response_classifier
 
     _MODEL = load_response_classifier(model_dir)
+    if band is not None:
+        _MODEL.cascade = tuple(band)
     # warm up: load the encoder and run every path once
     _MODEL.predict_details(["x"], ["I can't help with that. Here is a list:\n1. a"], use_cascade=False)
 
@@ -40,7 +42,7 @@ def _work(args):
     return [x["refusal"] for x in d], time.process_time() - t
 
 
-def run(model_dir: str, n: int, workers: int, chunk: int = 128) -> dict:
+def run(model_dir: str, n: int, workers: int, chunk: int = 128, band=None) -> dict:
     from classifiers.data import load_paper, paper_split
 
     _, val, test = paper_split(load_paper())
@@ -52,7 +54,7 @@ def run(model_dir: str, n: int, workers: int, chunk: int = 128) -> dict:
     y = np.array([r["refusal"] for r in corpus])
     res = {}
     threads = max(1, (os.cpu_count() or 2) // workers)
-    with ProcessPoolExecutor(workers, initializer=_init, initargs=(model_dir, threads)) as ex:
+    with ProcessPoolExecutor(workers, initializer=_init, initargs=(model_dir, threads, band)) as ex:
         list(ex.map(_work, [(["x"], ["warm"], False)] * workers))
         for name, cascade in (("full", False), ("cascade", True)):
             jobs = [(prompts[i : i + chunk], responses[i : i + chunk], cascade) for i in range(0, n, chunk)]
@@ -72,6 +74,9 @@ def run(model_dir: str, n: int, workers: int, chunk: int = 128) -> dict:
     from classifiers.response import load_response_classifier
 
     m = load_response_classifier(model_dir)
+    if band is not None:
+        m.cascade = tuple(band)
+    res["cascade_band"] = list(m.cascade)
     _, _, used = m._scores([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=True)
     res["cascade"]["routed_to_embeddings"] = round(float(used.mean()), 4)
     res["speedup"] = round(res["cascade"]["responses_per_s"] / res["full"]["responses_per_s"], 2)
@@ -87,8 +92,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(MODELS_DIR / "response-paper-split"))
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--band", type=float, nargs=2, default=None, help="cascade band (low high); default: the model's")
     a = ap.parse_args()
-    res = run(a.model, a.n, a.workers)
+    res = run(a.model, a.n, a.workers, band=a.band)
     print(json.dumps(res, indent=1))
     print(
         f"cascade: {res['cascade']['responses_per_s']:.0f} responses/s vs full {res['full']['responses_per_s']:.0f}/s "

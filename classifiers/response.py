@@ -145,7 +145,7 @@ class ResponseClassifier:
         C: float = 4.0,
         lf_weight: float = 0.5,
         emb_weight: float = 1.0,
-        cascade=(0.1, 0.9),
+        cascade=(0.2, 0.8),
         partial_is_refusal: bool = True,
         review_band=(0.25, 0.75),
         calibration_folds: int = 3,
@@ -194,13 +194,15 @@ class ResponseClassifier:
 
     # -- features --
 
-    def _lf(self, prompts, responses) -> np.ndarray:
-        return np.vstack([lf_features(r, p) for p, r in zip(prompts, responses)]).astype(np.float64)
+    def _lf(self, prompts, responses, analyses=None) -> np.ndarray:
+        if analyses is None:
+            analyses = [analyse(r) for r in responses]
+        return np.vstack([lf_features(r, p, a) for p, r, a in zip(prompts, responses, analyses)]).astype(np.float64)
 
-    def _blocks(self, prompts, responses, emb=None, need_emb=True):
+    def _blocks(self, prompts, responses, emb=None, need_emb=True, analyses=None):
         """(tfidf sparse, lf scaled dense, emb dense or None)."""
         T = self.vectorizer_.transform(responses)
-        L = (self._lf(prompts, responses) - self.lf_mean_) / self.lf_scale_ * self.lf_weight
+        L = (self._lf(prompts, responses, analyses) - self.lf_mean_) / self.lf_scale_ * self.lf_weight
         E = None
         if self.use_embeddings and need_emb:
             if emb is None:
@@ -284,10 +286,10 @@ class ResponseClassifier:
 
     # -- predict --
 
-    def _scores(self, prompts, responses, embeddings=None, use_cascade=True):
+    def _scores(self, prompts, responses, embeddings=None, use_cascade=True, analyses=None):
         """(p_refusal inclusive of partial, p_partial_given_refusal, used_full mask)."""
         n = len(responses)
-        T, L, _ = self._blocks(prompts, responses, need_emb=False)
+        T, L, _ = self._blocks(prompts, responses, need_emb=False, analyses=analyses)
         Xc = self._stack(T, L)
         p = _sigmoid(self.cheap_platt_[0] * self.cheap_.decision_function(Xc) + self.cheap_platt_[1])
         used = np.zeros(n, dtype=bool)
@@ -314,19 +316,28 @@ class ResponseClassifier:
         if self.kind_ is not None and len(rest):
             if self.full_ is None:
                 p_partial[rest] = self.kind_.predict_proba(Xc[rest])[:, 1]
-            else:
-                # the kind head wants embeddings: compute them only for the likely refusals
+            elif embeddings is not None or not (use_cascade and self.cascade is not None):
                 sel = rest[p[rest] >= self.threshold]
                 if len(sel):
-                    from classifiers.features import embed_views
+                    if embeddings is not None:
+                        E = np.asarray(embeddings, dtype=np.float64)[sel]
+                    else:
+                        from classifiers.features import embed_views
 
-                    E = (
-                        np.asarray(embeddings, dtype=np.float64)[sel]
-                        if embeddings is not None
-                        else embed_views([responses[i] for i in sel])
-                    )
+                        E = embed_views([responses[i] for i in sel])
                     Xf = self._stack(T[sel], L[sel], E * self.emb_weight)
                     p_partial[sel] = self.kind_.predict_proba(Xf)[:, 1]
+            else:
+                # cascade: confident refusals get their kind from the labelling functions (no embeddings):
+                # partial when the start only disclaims, moralises, contradicts or redirects
+                raw = L / self.lf_weight * self.lf_scale_ + self.lf_mean_
+                names = feature_names()
+                hard = [names.index(f"first2_{c}") for c in ("refuse", "apology_refusal")]
+                soft = [names.index(f"first2_{c}") for c in ("no_opinion", "moralize", "contradict", "redirect")]
+                for i in rest[p[rest] >= self.threshold]:
+                    is_soft = any(raw[i, j] > 0.5 for j in soft)
+                    is_hard = any(raw[i, j] > 0.5 for j in hard)
+                    p_partial[i] = 0.9 if is_soft and not is_hard else 0.1
         p, p_partial = self._guards(responses, L, p, p_partial)
         return p, p_partial, used
 
@@ -386,17 +397,16 @@ class ResponseClassifier:
         """
         prompts = list(prompts) if prompts is not None else [None] * len(responses)
         responses = [r or "" for r in responses]
-        p, pp, _ = self._scores(prompts, responses, embeddings, use_cascade)
+        analyses = [analyse(r) for r in responses]
+        p, pp, _ = self._scores(prompts, responses, embeddings, use_cascade, analyses)
         q = self._mapped(p, pp)
         kinds = _kind_from(p, pp, self.threshold)
         lo, hi = self.review_band
         out = []
-        for r, pr, qr, k in zip(responses, p, q, kinds):
+        for r, a, pr, qr, k in zip(responses, analyses, p, q, kinds):
             refusal = k != "full_compliance" if self.partial_is_refusal else k == "full_refusal"
             start = None
-            a = None
             if k != "full_compliance":
-                a = analyse(r)
                 start = find_refusal_start(a)
                 if start is None:
                     start = 0 if k == "full_refusal" or not r.strip() else find_refusal_start(a, soft_ok=True)
@@ -405,7 +415,7 @@ class ResponseClassifier:
             reasons = []
             if lo < pr < hi:
                 reasons.append("low_confidence")
-            if lf_disagreement(a if a is not None else analyse(r)):
+            if lf_disagreement(a):
                 reasons.append("lf_disagreement")
             out.append(
                 {

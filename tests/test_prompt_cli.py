@@ -127,7 +127,7 @@ def test_train_from_unknown_or_unlabelled_run(runner, db_url, store, tmp_path):
 def test_crossfit_forecast_is_out_of_sample(store):
     from audit.forecast import crossfit_forecast
 
-    rows = synthetic_prompts(12)
+    rows = synthetic_prompts(30)
     build_run(store, rows)
     out = {r["category"]: r for r in crossfit_forecast(store, "r1", folds=3, model="tfidf_lr")}
     assert out["(all)"]["observed_rate"] == pytest.approx(0.5)
