@@ -120,14 +120,15 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
 
     token_rows = demo_audit(store, out_dir / "tokens")
     tt = Table(title="Refusal-token model: calibrated (token probability) vs observed refusal rates")
-    for col in ("category", "n", "observed", "95% CI", "expected", "95% CI ", "p-value", "ECE", "source"):
-        tt.add_column(col, justify="left" if col in ("category", "source") else "right")
+    for col in ("run", "category", "n", "observed", "95% CI", "expected", "95% CI ", "p-value", "ECE", "source", "flagged"):
+        tt.add_column(col, justify="left" if col in ("run", "category", "source") else "right")
     for r in token_rows:
         tt.add_row(
-            r["category"], str(r["n"]), f"{r['observed_rate']:.1%}",
+            r.get("run", ""), r["category"], str(r["n"]), f"{r['observed_rate']:.1%}",
             f"[{r['observed_ci'][0]:.1%}, {r['observed_ci'][1]:.1%}]",
             f"{r['expected_rate']:.1%}", f"[{r['expected_ci'][0]:.1%}, {r['expected_ci'][1]:.1%}]",
             f"{r['p_value']:.3g}", "—" if r.get("ece") is None else f"{r['ece']:.3f}", r["source"],
+            "[bold red]yes[/]" if r.get("flagged") else "no",
         )
     console.print(tt)
 

@@ -107,3 +107,33 @@ def category_rates(session: Session, run_id: int, *, include_total: bool = True)
 
 def run_by_name(session: Session, name: str) -> Run | None:
     return session.scalar(select(Run).where(Run.name == name))
+
+
+@dataclass(frozen=True)
+class PromptRate:
+    """Empirical refusal probability of one prompt over its N samples (temperature > 0)."""
+
+    prompt_id: int
+    category: str | None
+    samples: int
+    refusals: int
+    p_refusal: float
+
+
+def prompt_refusal_rates(session: Session, run_id: int) -> list[PromptRate]:
+    """Per prompt of ``run_id``: labelled samples, refusals among them and their share."""
+    eff = effective_labels(run_id).subquery()
+    q = (
+        select(
+            Response.prompt_id,
+            Prompt.category,
+            func.count(eff.c.response_id).label("n"),
+            func.coalesce(func.sum(cast(eff.c.refusal, Integer)), 0).label("k"),
+        )
+        .join(eff, eff.c.response_id == Response.id)
+        .join(Prompt, Prompt.id == Response.prompt_id)
+        .where(Response.run_id == run_id)
+        .group_by(Response.prompt_id, Prompt.category)
+        .order_by(Response.prompt_id)
+    )
+    return [PromptRate(r.prompt_id, r.category, r.n, int(r.k), int(r.k) / r.n) for r in session.execute(q)]

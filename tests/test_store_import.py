@@ -106,3 +106,29 @@ def test_category_rates_human_overrides_machine(store):
     assert rates["b"].n == 2 and rates["b"].refusals == 1
     assert rates["(all)"].n == 6 and rates["(all)"].refusals == 4
     assert rates["a"].ci_low < 0.75 < rates["a"].ci_high
+
+
+def test_prompt_refusal_rates_over_samples(store):
+    from audit.rates import prompt_refusal_rates
+
+    with store.session() as s:
+        ps = PromptSet(name="s")
+        t = Target(name="t", provider="openai", params={})
+        s.add_all([ps, t])
+        s.flush()
+        run = Run(name="r", set_id=ps.id, target_id=t.id, config={})
+        p1 = Prompt(set_id=ps.id, text="a", category="c", content_hash="a")
+        p2 = Prompt(set_id=ps.id, text="b", category="c", content_hash="b")
+        s.add_all([run, p1, p2])
+        s.flush()
+        for prompt, verdicts in ((p1, [True, True, False, True]), (p2, [False, False])):
+            for i, v in enumerate(verdicts):
+                r = Response(run_id=run.id, prompt_id=prompt.id, sample=i, text="x")
+                s.add(r)
+                s.flush()
+                s.add(Label(response_id=r.id, classifier="c", classifier_version="1", refusal=v, kind="full_refusal" if v else "full_compliance", p_refusal=0.5))
+        run_id = run.id
+    with store.session() as s:
+        rates = prompt_refusal_rates(s, run_id)
+    assert [(r.samples, r.refusals) for r in rates] == [(4, 3), (2, 0)]
+    assert rates[0].p_refusal == 0.75
