@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import aliased
 
 from audit.store import Label, Prompt, Response, Run, Store
 
@@ -53,7 +54,8 @@ def review_queue(store: Store, run_name: str | None = None, limit: int | None = 
         .group_by(Label.response_id)
         .subquery()
     )
-    has_human = exists().where(and_(Label.response_id == Response.id, Label.source == "human"))
+    human = aliased(Label)
+    has_human = exists().where(and_(human.response_id == Response.id, human.source == "human"))
     q = (
         select(Label, Response, Prompt.text, Run.name)
         .join(newest, newest.c.label_id == Label.id)

@@ -259,8 +259,8 @@ def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram
         "version": VERSION,
         "description": (
             "Response refusal classifier: sentence-level labelling functions (position- and context-aware), "
-            "TF-IDF word n-grams and MiniLM (all-MiniLM-L6-v2) embeddings of the first sentences, last sentences "
-            "and whole response, combined by a logistic-regression head with Platt calibration on out-of-fold "
+            "TF-IDF word n-grams and MiniLM (all-MiniLM-L6-v2) embeddings of the first and the last sentences "
+            "of the response, combined by a logistic-regression head with Platt calibration on out-of-fold "
             "scores; a partial-vs-full head trained on the paper's tones; a cheap TF-IDF+LF head answers first "
             "and the embedding head only inside the cascade band."
         ),
