@@ -26,7 +26,7 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-console = Console()
+console = Console(width=150) if not Console().is_terminal else Console()
 SET_NAME = "chatgpt-refusals"
 TARGET_NAME = "chatgpt-replay"
 RUN_NAME = "demo-chatgpt-replay"
@@ -45,6 +45,26 @@ def write_paper_jsonl(path: Path) -> int:
         for r in rows:
             fh.write(json.dumps({"prompt": r["prompt"], "category": r["source"], "response": r["response"], "label": r["refusal"]}) + "\n")
     return len(rows)
+
+
+def hand_label_rates(session, run_id: int) -> dict[str, float]:
+    """Refusal rate by the imported hand labels (``Prompt.reference_label``) of the run's prompts."""
+    from sqlalchemy import Integer, cast, func, select
+
+    from audit.rates import ALL
+    from audit.store import Prompt, Response
+
+    q = (
+        select(Prompt.category, func.avg(cast(Prompt.reference_label, Integer)), func.count())
+        .join(Response, Response.prompt_id == Prompt.id)
+        .where(Response.run_id == run_id, Prompt.reference_label.is_not(None))
+        .group_by(Prompt.category)
+    )
+    rows = session.execute(q).all()
+    out = {c or "(none)": float(m) for c, m, _ in rows}
+    if rows:
+        out[ALL] = sum(float(m) * n for _, m, n in rows) / sum(n for *_, n in rows)
+    return out
 
 
 def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
@@ -87,7 +107,7 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
     from audit.forecast import crossfit_forecast
 
     model_dir = out_dir / "prompt-model"
-    train_prompt_from_run(store, RUN_NAME, model_dir)
+    train_prompt_from_run(store, RUN_NAME, model_dir, model="minilm_lr")
     forecast = {row["category"]: row for row in crossfit_forecast(store, RUN_NAME)}
 
     _step("writing the n-gram report")
@@ -98,9 +118,10 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
     with store.session() as session:
         run = run_by_name(session, RUN_NAME)
         rates = category_rates(session, run.id)
+        hand = hand_label_rates(session, run.id)
 
     table = Table(title=f"Refusal audit of {TARGET_NAME} (run {RUN_NAME})")
-    for col in ("category", "n", "observed rate", "95% CI", "forecast (prompt only)", "95% CI "):
+    for col in ("category", "n", "observed rate", "95% CI", "hand labels", "forecast (prompt only)", "95% CI "):
         table.add_column(col, justify="left" if col == "category" else "right")
     for r in rates:
         f = forecast.get(r.category, {})
@@ -110,6 +131,7 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
             str(r.n),
             f"{r.rate:.1%}",
             f"[{r.ci_low:.1%}, {r.ci_high:.1%}]",
+            "—" if r.category not in hand else f"{hand[r.category]:.1%}",
             "—" if fr is None else f"{fr:.1%}",
             "—" if fl is None else f"[{fl:.1%}, {fh:.1%}]",
         )
@@ -120,11 +142,12 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
 
     token_rows = demo_audit(store, out_dir / "tokens")
     tt = Table(title="Refusal-token model: calibrated (token probability) vs observed refusal rates")
-    for col in ("run", "category", "n", "observed", "95% CI", "expected", "95% CI ", "p-value", "ECE", "source", "flagged"):
-        tt.add_column(col, justify="left" if col in ("run", "category", "source") else "right")
+    for col in ("simulator", "category", "n", "observed", "95% CI", "expected", "95% CI ", "p-value", "ECE", "source", "flagged"):
+        tt.add_column(col, justify="left" if col in ("simulator", "category", "source") else "right")
     for r in token_rows:
         tt.add_row(
-            r.get("run", ""), r["category"], str(r["n"]), f"{r['observed_rate']:.1%}",
+            "calibrated" if r.get("sim_temperature") == 1.0 else f"T={r.get('sim_temperature')}",
+            r["category"].removesuffix(" requests"), str(r["n"]), f"{r['observed_rate']:.1%}",
             f"[{r['observed_ci'][0]:.1%}, {r['observed_ci'][1]:.1%}]",
             f"{r['expected_rate']:.1%}", f"[{r['expected_ci'][0]:.1%}, {r['expected_ci'][1]:.1%}]",
             f"{r['p_value']:.3g}", "—" if r.get("ece") is None else f"{r['ece']:.3f}", r["source"],

@@ -153,8 +153,24 @@ def collect_cmd(
     except KeyboardInterrupt:
         fail("interrupted: every finished response is stored; run the same command again to resume", 130)
     _print_summary(summary)
+    if budget is not None:
+        _record_sampling_design(store, run, budget, strategy, model_dir, seed)
+        typer.echo(f"queried {len(prompt_ids)} prompts by {strategy!r}; after `label --run {run}`, "
+                   f"`estimate --run {run}` gives the prediction-powered rates")
     if summary.stopped_reason:
         typer.echo(f"stopped: {summary.stopped_reason}; run the same command again to resume")
+
+
+def _record_sampling_design(store, run_name: str, budget: int, strategy: str, model_dir, seed: int) -> None:
+    """Keep how the budgeted prompts were chosen in the run's config (``estimate`` reads it back)."""
+    from sqlalchemy import select
+
+    from audit.store import Run
+
+    with store.session() as session:
+        row = session.scalar(select(Run).where(Run.name == run_name))
+        row.config = {**(row.config or {}), "budget": budget, "strategy": strategy,
+                      "prompt_model": str(model_dir) if model_dir else None, "seed": seed}
 
 
 @app.command("worker")
