@@ -136,6 +136,8 @@ def run_demo(out_dir: Path, fresh: bool = False, concurrency: int = 16) -> dict:
             "—" if fl is None else f"[{fl:.1%}, {fh:.1%}]",
         )
     console.print(table)
+    console.print("  hand labels: the paper's own labels. The shipped response classifier was trained on these rows, so its\n"
+                  "  agreement here is in-sample; held-out numbers are in docs/benchmarks.md. The forecast is cross-fitted.")
 
     _step("refusal-token audit of the simulated refusal-token model")
     from audit.tokens import demo_audit

@@ -58,6 +58,67 @@ def tfidf_from_dict(meta: dict, arrays: dict[str, np.ndarray]):
     return vec
 
 
+_TOKEN_RX = {}
+
+
+def tfidf_transform(vec, texts) -> "object":
+    """``vec.transform(texts)`` for a fitted word-n-gram ``TfidfVectorizer``, computed in one sparse
+    batch with C-level counting (``collections.Counter``) instead of scikit-learn's per-token Python
+    loop. Gives the same matrix (tested); falls back to ``vec.transform`` for settings it does not cover
+    (custom analyzer/preprocessor/tokenizer, stop words, accents, binary)."""
+    from collections import Counter
+
+    from scipy import sparse
+
+    p = vec.get_params()
+    if (
+        p["analyzer"] != "word" or p["preprocessor"] is not None or p["tokenizer"] is not None
+        or p["stop_words"] is not None or p["strip_accents"] is not None or p["binary"]
+        or not p["lowercase"] or p["norm"] not in ("l2", None)
+    ):
+        return vec.transform(texts)
+    lo, hi = p["ngram_range"]
+    rx = _TOKEN_RX.get(p["token_pattern"])
+    if rx is None:
+        import re
+
+        rx = _TOKEN_RX[p["token_pattern"]] = re.compile(p["token_pattern"])
+    vocab = vec.vocabulary_
+    get = vocab.__getitem__
+    vkeys = vocab.keys()
+    indptr = [0]
+    indices: list[int] = []
+    counts: list[int] = []
+    for text in texts:
+        toks = rx.findall(text.lower())
+        c = Counter()
+        for n in range(lo, hi + 1):
+            if n == 1:
+                c.update(toks)
+            elif len(toks) >= n:
+                c.update(map(" ".join, zip(*(toks[i:] for i in range(n)))))
+        keys = c.keys() & vkeys  # set intersection in C, no per-term Python loop
+        indices.extend(map(get, keys))
+        counts.extend(map(c.__getitem__, keys))
+        indptr.append(len(indices))
+    data = np.asarray(counts, dtype=np.float64)
+    if p["sublinear_tf"]:
+        np.log(data, out=data)
+        data += 1.0
+    ind = np.asarray(indices, dtype=np.int32)
+    if p["use_idf"]:
+        data *= vec.idf_[ind]
+    X = sparse.csr_matrix((data, ind, np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, len(vocab)))
+    X.sort_indices()
+    if p["norm"] == "l2":
+        sq = np.add.reduceat(np.r_[data * data, 0.0], X.indptr[:-1]) if len(data) else np.zeros(X.shape[0])
+        sq[np.diff(X.indptr) == 0] = 0.0
+        nrm = np.sqrt(sq)
+        nrm[nrm == 0] = 1.0
+        X.data /= np.repeat(nrm, np.diff(X.indptr))
+    return X
+
+
 # --- labelling-function features -------------------------------------------------------------------
 
 

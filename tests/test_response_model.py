@@ -137,3 +137,17 @@ def test_paper_split_model_on_the_256_test_rows():
     d = m.predict_details([r["prompt"] for r in test], [r["response"] for r in test])
     acc = np.mean([x["refusal"] == r["refusal"] for x, r in zip(d, test)])
     assert acc >= 0.89
+
+
+def test_fast_tfidf_transform_equals_sklearn(clf):
+    """The batched TF-IDF transform used at prediction gives scikit-learn's matrix exactly."""
+    from classifiers.data import load_paper
+    from classifiers.features import make_tfidf, tfidf_transform
+
+    texts = [r["response"] for r in load_paper()[:300]] + ["", "a", "I I I", "Ünïcode wörds ok ok", HELP]
+    for vec in (clf.vectorizer_, make_tfidf((1, 3), sublinear_tf=False).fit(texts[:200])):
+        A = vec.transform(texts)
+        B = tfidf_transform(vec, texts)
+        assert A.shape == B.shape
+        assert (A != B).nnz == 0 or abs(A - B).max() < 1e-12
+        assert np.array_equal(A.indptr, B.indptr)
