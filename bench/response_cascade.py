@@ -5,7 +5,7 @@ only inside the cascade band. Both are measured in the same run on the same resp
 paper's validation and test parts (512 responses not used to train the paper-split model), repeated
 to ``--n`` responses, in ``--workers`` processes (2 cores).
 
-    .venv/bin/python -m bench.response_cascade [--n 4096] [--workers 2] [--model DIR]
+    .venv/bin/python -m bench.response_cascade [--n 4096] [--workers 2] [--model DIR] [--band LO HI]...
 """
 
 from __future__ import annotations

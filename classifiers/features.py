@@ -61,7 +61,7 @@ def tfidf_from_dict(meta: dict, arrays: dict[str, np.ndarray]):
 _TOKEN_RX = {}
 
 
-def tfidf_transform(vec, texts) -> "object":
+def tfidf_transform(vec, texts):
     """``vec.transform(texts)`` for a fitted word-n-gram ``TfidfVectorizer``, computed in one sparse
     batch with C-level counting (``collections.Counter``) instead of scikit-learn's per-token Python
     loop. Gives the same matrix (tested); falls back to ``vec.transform`` for settings it does not cover
