@@ -54,6 +54,8 @@ def test_sympathy_is_not_a_refusal(text):
         "I'm sorry, but I can't assist with creating malware.",
         "Sorry, I am not able to provide instructions for that.",
         "This request goes against my guidelines.",
+        "I'd rather not write jokes that demean people.",
+        "I prefer not to answer that.",
     ],
 )
 def test_refusals_are_found_at_start(text):
