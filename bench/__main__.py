@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 
 
+#: Exploratory screenings, run only when named (``python -m bench prompt_variants``).
+SCREENINGS = {"prompt_variants"}
+
+
 def main(names: list[str]) -> int:
     here = Path(__file__).resolve().parent
     modules = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
-    chosen = [m for m in modules if not names or any(n in m for n in names)]
+    chosen = [m for m in modules if (not names and m not in SCREENINGS) or any(n in m for n in names)]
     failed = []
     for name in chosen:
         mod = importlib.import_module(f"bench.{name}")
@@ -23,6 +27,7 @@ def main(names: list[str]) -> int:
             continue
         print(f"\n=== bench.{name} ===", flush=True)
         t0 = time.perf_counter()
+        sys.argv = [f"bench.{name}"]  # each benchmark runs with its own defaults
         try:
             mod.main([]) if mod.main.__code__.co_argcount else mod.main()
         except SystemExit as exc:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from audit.targets.base import (
     BadResponse,
     ChatRequest,
     Completion,
     HttpTarget,
     ServerError,
-    expand_env,
-    is_content_policy_error,
-    read_api_key,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -33,28 +28,11 @@ def messages_url(base_url: str) -> str:
 class AnthropicTarget(HttpTarget):
     provider = "anthropic"
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        model: str | None,
-        *,
-        api_key_env: str | None = None,
-        params: dict[str, Any] | None = None,
-        timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 64,
-    ):
-        super().__init__(name, timeout=timeout, transport=transport, max_connections=max_connections)
+    def configure(self, base_url: str | None, params: dict[str, Any], api_key_env: str | None) -> None:
         self.url = messages_url(base_url or "https://api.anthropic.com")
-        self.model = model
-        params = dict(params or {})
-        self.headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
-        for k, v in (params.pop("headers", None) or {}).items():
-            self.headers[str(k)] = expand_env(str(v), secrets=self.secrets)
-        key = read_api_key(api_key_env)
+        self.headers = self.configured_headers(params, {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION})
+        key = self.api_key(api_key_env)
         if key:
-            self.secrets.add(key)
             self.headers["x-api-key"] = key
         self.system = params.pop("system", None)
         self.params = params
@@ -82,16 +60,7 @@ class AnthropicTarget(HttpTarget):
         if status == 529 or (isinstance(data, dict) and _etype(data) == "overloaded_error"):
             raise ServerError(f"HTTP {status}: overloaded", status=status)
         if status >= 400:
-            policy = is_content_policy_error(status, data)
-            if policy is not None:
-                return Completion(
-                    text=None,
-                    finish_reason="content_filter",
-                    provider_refusal="content_policy",
-                    provider_refusal_detail=self.redact(policy),
-                    latency_ms=latency,
-                )
-            raise self.client_error(status, data)
+            return self.error_reply(status, data, latency)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise BadResponse(f"reply has no content list: {str(data)[:200]!r}")
         text = "".join(

@@ -192,12 +192,17 @@ class HttpTarget:
     def __init__(
         self,
         name: str,
+        base_url: str | None = None,
+        model: str | None = None,
         *,
+        api_key_env: str | None = None,
+        params: dict[str, Any] | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 64,
     ):
         self.name = name
+        self.model = model
         self.timeout = timeout
         self.secrets: set[str] = set()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -208,9 +213,41 @@ class HttpTarget:
             trust_env=False,
             verify=_ssl_context() if transport is None else True,
         )
+        self.configure(base_url, dict(params or {}), api_key_env)
+
+    def configure(self, base_url: str | None, params: dict[str, Any], api_key_env: str | None) -> None:
+        """Provider set-up (URL, headers, key, body defaults); ``params`` is the provider's own copy."""
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def configured_headers(self, params: dict[str, Any], base: dict[str, str]) -> dict[str, str]:
+        """``base`` plus the ``headers`` popped from ``params`` (``${VAR}`` expanded, values kept secret)."""
+        headers = dict(base)
+        for k, v in (params.pop("headers", None) or {}).items():
+            headers[str(k)] = expand_env(str(v), secrets=self.secrets)
+        return headers
+
+    def api_key(self, env_name: str | None) -> str | None:
+        """The API key from ``env_name`` (None when no variable is named), registered as a secret."""
+        key = read_api_key(env_name)
+        if key:
+            self.secrets.add(key)
+        return key
+
+    def error_reply(self, status: int, data: Any, latency: float) -> Completion:
+        """A 4xx reply: a content-policy refusal becomes a :class:`Completion`; anything else raises
+        :class:`ClientError`."""
+        policy = is_content_policy_error(status, data)
+        if policy is None:
+            raise self.client_error(status, data)
+        return Completion(
+            text=None,
+            finish_reason="content_filter",
+            provider_refusal="content_policy",
+            provider_refusal_detail=self.redact(policy),
+            latency_ms=latency,
+        )
 
     def redact(self, text: str) -> str:
         for s in self.secrets:

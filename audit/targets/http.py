@@ -20,8 +20,6 @@ import json
 import re
 from typing import Any
 
-import httpx
-
 from audit.targets.base import (
     BadResponse,
     ChatRequest,
@@ -29,8 +27,6 @@ from audit.targets.base import (
     ConfigError,
     HttpTarget,
     expand_env,
-    is_content_policy_error,
-    read_api_key,
 )
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
@@ -87,31 +83,14 @@ def extract_path(data: Any, path: str) -> Any:
 class GenericHttpTarget(HttpTarget):
     provider = "http"
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        model: str | None,
-        *,
-        api_key_env: str | None = None,
-        params: dict[str, Any] | None = None,
-        timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 64,
-    ):
-        super().__init__(name, timeout=timeout, transport=transport, max_connections=max_connections)
+    def configure(self, base_url: str | None, params: dict[str, Any], api_key_env: str | None) -> None:
         if not base_url:
             raise ConfigError("an http target needs --base-url (the full URL to call)")
         self.url = expand_env(base_url, secrets=self.secrets)  # a key in the query names an env var
-        self.model = model
-        params = dict(params or {})
         self.method = str(params.pop("method", "POST")).upper()
-        self.headers = {"content-type": "application/json"}
-        for k, v in (params.pop("headers", None) or {}).items():
-            self.headers[str(k)] = expand_env(str(v), secrets=self.secrets)
-        key = read_api_key(api_key_env)
+        self.headers = self.configured_headers(params, {"content-type": "application/json"})
+        key = self.api_key(api_key_env)
         if key:
-            self.secrets.add(key)
             self.headers.setdefault("authorization", f"Bearer {key}")
         self.template = params.pop("body_template", None) or DEFAULT_BODY
         if isinstance(self.template, str):
@@ -146,16 +125,7 @@ class GenericHttpTarget(HttpTarget):
         body = render_template(self.template, self._values(request))
         status, data, latency = await self.post_json(self.url, body, self.headers)
         if status >= 400:
-            policy = is_content_policy_error(status, data)
-            if policy is not None:
-                return Completion(
-                    text=None,
-                    finish_reason="content_filter",
-                    provider_refusal="content_policy",
-                    provider_refusal_detail=self.redact(policy),
-                    latency_ms=latency,
-                )
-            raise self.client_error(status, data)
+            return self.error_reply(status, data, latency)
         refusal = None
         if self.refusal_path:
             try:

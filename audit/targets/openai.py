@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
 from audit.targets.base import (
     BadResponse,
     ChatRequest,
     Completion,
     HttpTarget,
-    expand_env,
-    is_content_policy_error,
     openai_logprobs,
-    read_api_key,
 )
 
 #: Target params that configure the client rather than go into the request body.
@@ -41,28 +36,11 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 class OpenAITarget(HttpTarget):
     provider = "openai"
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        model: str | None,
-        *,
-        api_key_env: str | None = None,
-        params: dict[str, Any] | None = None,
-        timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 64,
-    ):
-        super().__init__(name, timeout=timeout, transport=transport, max_connections=max_connections)
+    def configure(self, base_url: str | None, params: dict[str, Any], api_key_env: str | None) -> None:
         self.url = chat_completions_url(base_url)
-        self.model = model
-        params = dict(params or {})
-        self.headers = {"content-type": "application/json"}
-        for k, v in (params.pop("headers", None) or {}).items():
-            self.headers[str(k)] = expand_env(str(v), secrets=self.secrets)
-        key = read_api_key(api_key_env)
+        self.headers = self.configured_headers(params, {"content-type": "application/json"})
+        key = self.api_key(api_key_env)
         if key:
-            self.secrets.add(key)
             self.headers["authorization"] = f"Bearer {key}"
         self.system = params.pop("system", None)
         self.params = params
@@ -85,16 +63,7 @@ class OpenAITarget(HttpTarget):
     async def complete(self, request: ChatRequest) -> Completion:
         status, data, latency = await self.post_json(self.url, self.body(request), self.headers)
         if status >= 400:
-            policy = is_content_policy_error(status, data)
-            if policy is not None:
-                return Completion(
-                    text=None,
-                    finish_reason="content_filter",
-                    provider_refusal="content_policy",
-                    provider_refusal_detail=self.redact(policy),
-                    latency_ms=latency,
-                )
-            raise self.client_error(status, data)
+            return self.error_reply(status, data, latency)
         return parse_chat_completion(data, latency)
 
 
