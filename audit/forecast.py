@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from audit.prompts import InputError
+from audit.prompts import InputError, read_jsonl_objects
 from audit.rates import ALL
 from audit.store import Prompt, PromptPrediction, PromptSet, Store
 
@@ -158,27 +158,13 @@ def classify_prompt_file(model_dir: str | Path, in_path: str | Path, out_path: s
     if in_path.suffix.lower() != ".jsonl":
         raise InputError(in_path, None, None, "classify prompts reads JSONL (one JSON object per line)")
     items: list[dict] = []
-    try:
-        with open(in_path, encoding="utf-8") as fh:
-            for n, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise InputError(in_path, n, None, f"invalid JSON: {exc.msg}") from None
-                if not isinstance(obj, dict):
-                    raise InputError(in_path, n, None, f"expected an object, got {type(obj).__name__}")
-                if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-                    raise InputError(in_path, n, "prompt", "missing or empty; a non-empty string is required")
-                cat = obj.get("category")
-                if cat is not None and not isinstance(cat, str):
-                    raise InputError(in_path, n, "category", f"expected a string, got {type(cat).__name__}")
-                items.append(obj)
-    except FileNotFoundError:
-        raise InputError(in_path, None, None, "no such file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(in_path, None, None, f"not UTF-8 text ({exc.reason})") from None
+    for n, obj in read_jsonl_objects(in_path):
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+            raise InputError(in_path, n, "prompt", "missing or empty; a non-empty string is required")
+        cat = obj.get("category")
+        if cat is not None and not isinstance(cat, str):
+            raise InputError(in_path, n, "category", f"expected a string, got {type(cat).__name__}")
+        items.append(obj)
     clf = PromptClassifier.load(model_dir)
     details = clf.predict_details([o["prompt"] for o in items], [o.get("category") for o in items]) if items else []
     out_path = Path(out_path)

@@ -108,50 +108,38 @@ def read_response_jsonl(path, *, require_label: bool = False) -> list[dict]:
     Raises :class:`audit.prompts.InputError` naming the file, line and field of the first bad record.
     With ``require_label``, every line needs ``refusal`` (bool, 0/1 or refusal/compliance) or ``kind``.
     """
-    import json
     from pathlib import Path
 
-    from audit.prompts import InputError, parse_label
+    from audit.prompts import InputError, parse_label, read_jsonl_objects
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, None, None, "file not found")
     rows = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(p, n, None, f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(p, n, None, "each line must be a JSON object")
-            for field in ("prompt", "response"):
-                if field not in obj:
-                    raise InputError(p, n, field, "missing")
-                if not isinstance(obj[field], str):
-                    raise InputError(p, n, field, f"must be a string, not {type(obj[field]).__name__}")
-            if require_label:
-                kind = obj.get("kind")
-                if kind is not None and kind not in KINDS:
-                    raise InputError(p, n, "kind", f"must be one of {', '.join(KINDS)}")
-                if "refusal" in obj:
-                    try:
-                        lab = parse_label(obj["refusal"], p, n, "refusal")
-                    except InputError:
-                        raise
-                    except ValueError as e:
-                        raise InputError(p, n, "refusal", str(e)) from None
-                    if lab is None:
-                        raise InputError(p, n, "refusal", "empty")
-                    obj["_label"] = lab
-                elif kind is not None:
-                    obj["_label"] = kind != "full_compliance"
-                else:
-                    raise InputError(p, n, "refusal", "missing (a label or a kind is required)")
-            obj["_line"] = n
-            rows.append(obj)
+    for n, obj in read_jsonl_objects(p):
+        for field in ("prompt", "response"):
+            if field not in obj:
+                raise InputError(p, n, field, "missing")
+            if not isinstance(obj[field], str):
+                raise InputError(p, n, field, f"must be a string, not {type(obj[field]).__name__}")
+        if require_label:
+            kind = obj.get("kind")
+            if kind is not None and kind not in KINDS:
+                raise InputError(p, n, "kind", f"must be one of {', '.join(KINDS)}")
+            if "refusal" in obj:
+                try:
+                    lab = parse_label(obj["refusal"], p, n, "refusal")
+                except InputError:
+                    raise
+                except ValueError as e:
+                    raise InputError(p, n, "refusal", str(e)) from None
+                if lab is None:
+                    raise InputError(p, n, "refusal", "empty")
+                obj["_label"] = lab
+            elif kind is not None:
+                obj["_label"] = kind != "full_compliance"
+            else:
+                raise InputError(p, n, "refusal", "missing (a label or a kind is required)")
+        obj["_line"] = n
+        rows.append(obj)
     return rows
 
 

@@ -30,6 +30,31 @@ class InputError(ValueError):
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
 
 
+def read_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file.
+
+    Raises :class:`InputError` (file, and line where there is one) for a missing or non-UTF-8 file,
+    invalid JSON, or a line that is not a JSON object.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise InputError(path, n, None, f"invalid JSON: {exc.msg}") from None
+                if not isinstance(obj, dict):
+                    raise InputError(path, n, None, f"expected an object, got {type(obj).__name__}")
+                yield n, obj
+    except FileNotFoundError:
+        raise InputError(path, None, None, "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, None, f"not UTF-8 text ({exc.reason})") from None
+
+
 @dataclass(frozen=True)
 class PromptRecord:
     """One validated input record and the line it came from."""
@@ -94,14 +119,7 @@ def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
                 for row in reader:
                     yield reader.line_num, row
         elif suffix == ".jsonl":
-            with open(path, encoding="utf-8") as fh:
-                for n, raw in enumerate(fh, 1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        yield n, json.loads(raw)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(path, n, None, f"invalid JSON: {exc.msg}") from None
+            yield from read_jsonl_objects(path)
         elif suffix == ".json":
             yield from _json_array_items(path, path.read_text(encoding="utf-8"))
         else:

