@@ -44,6 +44,9 @@ log = logging.getLogger("audit.collect")
 #: Parameters that shape the requests; a resumed run keeps the values it was started with.
 REQUEST_KEYS = ("temperature", "max_tokens", "logprobs")
 WRITE_BATCH = 500
+#: Seconds the writer waits for more answers before committing a batch (an answer received in that
+#: window and not yet committed is asked again on resume, like one still in flight).
+WRITE_LINGER = 0.2
 
 
 @dataclass
@@ -516,6 +519,9 @@ class Engine:
             if first is None:
                 return
             batch = [first]
+            if first is not None and self.write_q.qsize() < WRITE_BATCH:
+                # Group commit: let a few more answers arrive, so one transaction stores many.
+                await asyncio.sleep(WRITE_LINGER)
             while len(batch) < WRITE_BATCH and not self.write_q.empty():
                 nxt = self.write_q.get_nowait()
                 if nxt is None:
