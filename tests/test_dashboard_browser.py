@@ -162,11 +162,25 @@ def _load(dt: DevTools, url: str, keys: list[str], timeout: float = 60) -> str:
             text = dt.eval("document.body ? document.body.innerText : ''") or ""
             running = dt.eval("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
             if all(k in text for k in keys) and not running:
-                time.sleep(1.5)  # let the Vega charts draw
+                _wait_for_charts(dt)
                 return dt.eval("document.documentElement.outerHTML")
             time.sleep(0.5)
     missing = [k for k in keys if k not in (dt.eval("document.body.innerText") or "")]
     raise AssertionError(f"{url}: {missing} never rendered")
+
+
+_CHARTS_DRAWN = (
+    "Array.from(document.querySelectorAll('[data-testid*=\"VegaLiteChart\"], .vega-embed'))"
+    ".every(e => e.querySelector('canvas, svg'))"
+)
+
+
+def _wait_for_charts(dt: DevTools, timeout: float = 15) -> None:
+    """Give the Vega charts time to draw (they render after the text), for the screenshots."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not dt.eval(_CHARTS_DRAWN):
+        time.sleep(0.3)
+    time.sleep(1.0)
 
 
 def _screenshot(dt: DevTools, path: Path) -> None:
