@@ -146,3 +146,27 @@ def rollup_controls(s: Store) -> None:
                 db.refresh_rollup(s, full=True)
                 db.clear_cache()
             st.rerun()
+
+
+def page(title: str) -> Store:
+    """Start a page: open the store, add the sidebar controls and the title; returns the store."""
+    s = store()
+    rollup_controls(s)
+    st.title(title)
+    return s
+
+
+def runs_or_stop(s: Store) -> list[dict]:
+    """The store's runs; on an empty store, say so and stop the page."""
+    runs = db.runs(s)
+    if not runs:
+        no_runs_message()
+        st.stop()
+    return runs
+
+
+def refusal_start_style() -> None:
+    """CSS for the ``<mark class="refusal-start">`` that highlights where a refusal starts."""
+    st.markdown(
+        "<style>mark.refusal-start{background:#ffd54f;padding:0 2px;border-radius:3px}</style>", unsafe_allow_html=True
+    )

@@ -9,9 +9,7 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("Overview")
+store = ui.page("Overview")
 summary = db.run_summary(store)
 if not summary:
     ui.no_runs_message()

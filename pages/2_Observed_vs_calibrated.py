@@ -11,13 +11,8 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("Observed vs calibrated")
-runs = db.runs(store)
-if not runs:
-    ui.no_runs_message()
-    st.stop()
+store = ui.page("Observed vs calibrated")
+runs = ui.runs_or_stop(store)
 run = ui.pick_run("Run", runs, key="cal_run")
 
 sources = []

@@ -9,16 +9,9 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("Explorer")
-runs = db.runs(store)
-if not runs:
-    ui.no_runs_message()
-    st.stop()
-st.markdown(
-    "<style>mark.refusal-start{background:#ffd54f;padding:0 2px;border-radius:3px}</style>", unsafe_allow_html=True
-)
+store = ui.page("Explorer")
+runs = ui.runs_or_stop(store)
+ui.refusal_start_style()
 
 names = {r["id"]: r["name"] for r in runs}
 signals = sorted({s["signal"] for s in db.provider_signals(store)})

@@ -8,13 +8,8 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("N-grams")
-runs = db.runs(store)
-if not runs:
-    ui.no_runs_message()
-    st.stop()
+store = ui.page("N-grams")
+runs = ui.runs_or_stop(store)
 c1, c2, c3 = st.columns([3, 2, 1])
 run = ui.pick_run("Run", runs, key="ng_run", where=c1)
 field = c2.radio("Text", ["prompts", "responses"], horizontal=True, key="ng_field")

@@ -7,9 +7,7 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("Compare runs")
+store = ui.page("Compare runs")
 runs = db.runs(store)
 if len(runs) < 2:
     st.info("Comparing needs at least two runs in the store.")

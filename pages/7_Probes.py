@@ -9,9 +9,7 @@ import streamlit as st
 from audit import dashboard as db
 from audit import dashboard_ui as ui
 
-store = ui.store()
-ui.rollup_controls(store)
-st.title("Probes")
+store = ui.page("Probes")
 results = db.probe_results(store)
 if not results:
     n = db.job_count(store)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from _process import stop_process
 from test_dashboard_app import SECRET, build_demo_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,11 +115,7 @@ def server(tmp_path_factory):
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
         yield f"http://127.0.0.1:{port}", url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +142,7 @@ def browser(tmp_path_factory):
         yield dt
         dt.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def _load(dt: DevTools, url: str, keys: list[str], timeout: float = 60) -> str:
