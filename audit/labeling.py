@@ -197,10 +197,26 @@ def evaluate_jsonl(in_path, by: str | None = None, model_dir=None, partial_is_re
     return res
 
 
-def train_response(out_dir, *, include_human: bool = False, store: Store | None = None, progress: bool = True, **kw) -> dict:
-    """Train the default response classifier on the shipped data (plus the store's human labels with
-    ``include_human``) and save it with its model card to ``out_dir``; returns the card."""
-    from classifiers.training import train_default
+def train_response(
+    out_dir,
+    *,
+    include_human: bool = False,
+    store: Store | None = None,
+    progress: bool = True,
+    encoder: str = "frozen",
+    use_embeddings: bool = True,
+    **kw,
+) -> dict:
+    """Train the response classifier on the shipped data (plus the store's human labels with
+    ``include_human``) and save it with its model card to ``out_dir``; returns the card.
+
+    ``encoder="finetuned"`` (with ``use_embeddings``) trains the shipped architecture, MiniLM
+    fine-tuned as the second stage; ``"frozen"`` uses MiniLM embeddings as features;
+    ``use_embeddings=False`` trains the cheap head alone."""
+    from classifiers.training import train_default, train_finetuned
+
+    if encoder not in ("frozen", "finetuned"):
+        raise ValueError(f"encoder must be 'frozen' or 'finetuned', got {encoder!r}")
 
     extra = []
     if include_human:
@@ -209,4 +225,6 @@ def train_response(out_dir, *, include_human: bool = False, store: Store | None 
         from audit.review import human_training_rows
 
         extra = human_training_rows(store)
-    return train_default(out_dir, extra_rows=extra, progress=progress, **kw)
+    if encoder == "finetuned" and use_embeddings:
+        return train_finetuned(out_dir, extra_rows=extra, progress=progress)
+    return train_default(out_dir, extra_rows=extra, progress=progress, use_embeddings=use_embeddings, **kw)

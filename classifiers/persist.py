@@ -7,6 +7,7 @@ A model directory holds:
 - ``arrays.npz`` — the numeric state (IDF weights, LR coefficients, LF scaling), loaded with
   ``allow_pickle=False``;
 - ``model_card.json`` and ``model_card.md`` — training data, parameters, metrics per source, version;
+- with a fine-tuned encoder, ``finetuned.safetensors`` and ``finetuned.json`` (its trained tensors);
 - optionally ``reliability.png`` — the reliability diagram referenced by the card.
 
 Loading rebuilds scikit-learn objects from these plain values; nothing executable is read.
@@ -80,6 +81,9 @@ def save_response_classifier(model, directory, card: dict | None = None) -> Path
             state["full_platt"] = list(model.full_platt_)
         if model.kind_ is not None:
             state["kind"] = _lr_to("kind", model.kind_, arrays)
+        if getattr(model, "fusion_", None) is not None:
+            state["fusion"] = list(model.fusion_)
+            model.finetuned_.save(d)
         state["n_features"] = model.n_features_
     doc = {
         "format": FORMAT,
@@ -137,6 +141,11 @@ def load_response_classifier(directory):
         m.full_ = _lr_from("full", state["full"], arrays) if "full" in state else None
         m.full_platt_ = tuple(state["full_platt"]) if "full_platt" in state else None
         m.kind_ = _lr_from("kind", state["kind"], arrays) if "kind" in state else None
+        m.fusion_ = tuple(state["fusion"]) if "fusion" in state else None
+        if m.fusion_ is not None:
+            from classifiers.finetune import LazyFineTunedMiniLM
+
+            m.finetuned_ = LazyFineTunedMiniLM(d)
         m.n_features_ = state.get("n_features")
     else:
         raise ValueError(f"{path}: unknown class {doc['class']!r}")

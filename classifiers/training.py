@@ -50,6 +50,20 @@ def prompt_group(row: dict) -> str:
     return f"{row.get('source')}:{row['prompt']}"
 
 
+PAPER_SOURCES = ("nyp", "political_figures", "quora")
+
+
+def paper_split_indices(rows: list[dict]) -> tuple[list[int], list[int]]:
+    """``(train, test)`` indices into ``rows`` for the paper split: train is the paper's train part
+    plus every non-paper row (silver, extra); test is the paper's 256 test rows. The paper's
+    validation rows are in neither."""
+    paper = [i for i, r in enumerate(rows) if r["source"] in PAPER_SOURCES]
+    pos = {id(rows[i]): i for i in paper}
+    tr, _va, te = paper_split([rows[i] for i in paper])
+    train = [pos[id(r)] for r in tr] + [i for i, r in enumerate(rows) if r["source"] not in PAPER_SOURCES]
+    return train, [pos[id(r)] for r in te]
+
+
 def training_rows(include_silver: bool = True, clean_silver: bool = True, extra_rows=()) -> list[dict]:
     """Paper rows (all), silver rows (optionally cleaned) and extra rows (e.g. human labels)."""
     rows = [dict(r, kind=r["kind"]) for r in load_paper()]
@@ -80,10 +94,19 @@ def default_params(**overrides) -> dict:
     return params
 
 
-def fit_rows(rows: list[dict], emb: np.ndarray | None, params: dict | None = None) -> ResponseClassifier:
+def fit_rows(
+    rows: list[dict], emb: np.ndarray | None, params: dict | None = None, finetuned=None, progress: bool = False
+) -> ResponseClassifier:
     clf = ResponseClassifier(**(params or default_params()))
     X = [(r["prompt"], r["response"]) for r in rows]
-    clf.fit(X, [int(r["refusal"]) for r in rows], kinds=[r.get("kind") for r in rows], embeddings=emb)
+    clf.fit(
+        X,
+        [int(r["refusal"]) for r in rows],
+        kinds=[r.get("kind") for r in rows],
+        embeddings=emb,
+        finetuned=finetuned,
+        progress=progress,
+    )
     return clf
 
 
@@ -143,11 +166,7 @@ def evaluate_protocols(
 
     if "paper_split" in protocols:
         say("paper split")
-        paper = [i for i, r in enumerate(rows) if r["source"] in ("nyp", "political_figures", "quora")]
-        pos = {id(rows[i]): i for i in paper}
-        tr, va, te = paper_split([rows[i] for i in paper])
-        tr_i = [pos[id(r)] for r in tr] + [i for i, r in enumerate(rows) if r["source"] not in ("nyp", "political_figures", "quora")]
-        te_i = [pos[id(r)] for r in te]
+        tr_i, te_i = paper_split_indices(rows)
         res = []
         for name, train_idx in (("train+silver", tr_i),):
             clf = fit_rows([rows[i] for i in train_idx], _sub(emb, train_idx), params)
@@ -244,6 +263,59 @@ def train_default(
     return card
 
 
+def train_finetuned(
+    out_dir,
+    *,
+    extra_rows=(),
+    paper_split_only: bool = False,
+    finetuned=None,
+    progress: bool = True,
+    params: dict | None = None,
+) -> dict:
+    """Train the fine-tuned-encoder classifier (``encoder="finetuned"``) and save it with its card.
+
+    Fine-tuning costs minutes per run on CPU, so the card reports what one run can measure honestly:
+    the rows held out from fine-tuning (``fusion_fraction``; the fusion's three coefficients are
+    fitted on them too) per source, and with ``paper_split_only`` — training on the paper's train
+    part + silver only — the paper's 256 test rows. ``finetuned``: an encoder already fine-tuned on
+    the fit part of :func:`classifiers.finetune.fusion_split` of the same rows.
+    """
+    from classifiers.finetune import fusion_split
+    from classifiers.persist import write_model_card
+
+    say = _printer(progress)
+    rows = training_rows(extra_rows=extra_rows)
+    test: list[dict] = []
+    if paper_split_only:
+        tr, te = paper_split_indices(rows)
+        rows, test = [rows[i] for i in tr], [rows[i] for i in te]
+    params = params or default_params(encoder="finetuned")
+    say(f"fine-tuning MiniLM and fitting the heads on {len(rows)} rows")
+    clf = fit_rows(rows, None, params, finetuned=finetuned, progress=progress)
+    y = np.array([int(r["refusal"]) for r in rows])
+    _, held = fusion_split(y, clf.fusion_fraction, clf.random_state)
+    metrics: dict = {}
+    say(f"scoring the {len(held)} rows held out from fine-tuning")
+    held_rows = [rows[i] for i in held]
+    p, yp = predict_rows(clf, held_rows, None)
+    metrics["held_out_from_finetuning"] = _per_source(y[held], yp, p, np.array([r["source"] for r in held_rows]))
+    if test:
+        say(f"scoring the paper's {len(test)} test rows")
+        yt = np.array([int(r["refusal"]) for r in test])
+        metrics["paper_split"] = []
+        for cascade in (False, True):
+            pt, ypt = predict_rows(clf, test, None, use_cascade=cascade)
+            metrics["paper_split"].append({"train": "paper train + silver", "cascade": cascade, **_metrics(yt, ypt, pt)})
+    out = Path(out_dir)
+    clf.save(out)
+    from classifiers.calibration import plot_reliability_diagram
+
+    plot_reliability_diagram(y[held], p, out / "reliability.png", title="P(refusal) on rows held out from fine-tuning")
+    card = build_card(clf, rows, metrics, "reliability.png")
+    write_model_card(out, card)
+    return card
+
+
 def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram: str | None) -> dict:
     from collections import Counter
 
@@ -263,6 +335,13 @@ def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram
         "name": clf.name,
         "version": VERSION,
         "description": (
+            "Response refusal classifier: sentence-level labelling functions (position- and context-aware) and "
+            "TF-IDF word n-grams in a cheap logistic-regression head with Platt calibration on out-of-fold scores; "
+            "inside the cascade band, MiniLM (all-MiniLM-L6-v2) fine-tuned on the first "
+            f"{clf.finetune_max_length} tokens of the response, its logit fused with the cheap head's by a "
+            "logistic regression fitted on rows held out from fine-tuning; a partial-vs-full head trained on the "
+            "paper's tones."
+        ) if clf.encoder == "finetuned" else (
             "Response refusal classifier: sentence-level labelling functions (position- and context-aware), "
             "TF-IDF word n-grams and MiniLM (all-MiniLM-L6-v2) embeddings of the first and the last sentences "
             "of the response, combined by a logistic-regression head with Platt calibration on out-of-fold "

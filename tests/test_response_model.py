@@ -42,10 +42,10 @@ def test_default_model_is_shipped_with_card():
     assert (d / "model_card.md").read_text().count("## Metrics") >= 2
     assert (d / (card["reliability_diagram"])).read_bytes()[:4] == b"\x89PNG"
     size = sum(p.stat().st_size for p in d.iterdir())
-    assert size < 8_000_000
+    assert size < 30_000_000  # the fine-tuned encoder's tensors are ~21 MB in float16
     # no pickles anywhere in the model directory
     for p in d.iterdir():
-        assert p.suffix in {".json", ".npz", ".md", ".png"}
+        assert p.suffix in {".json", ".npz", ".md", ".png", ".safetensors"}
     with np.load(d / "arrays.npz", allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
 
@@ -137,6 +137,20 @@ def test_paper_split_model_on_the_256_test_rows():
     d = m.predict_details([r["prompt"] for r in test], [r["response"] for r in test])
     acc = np.mean([x["refusal"] == r["refusal"] for x, r in zip(d, test)])
     assert acc >= 0.89
+
+
+def test_other_model_styles_dev_set(clf):
+    """29 hand-written responses in other chat models' styles (Llama-2/3, Claude, Gemini, Qwen, Gemma;
+    partial refusals, DeRTa refusals after help, sympathy, warnings after help, capability refusals).
+    It was written to find the labelling functions' gaps and they were fixed against it, so it is a
+    development set that pins the fixes, not an unbiased estimate."""
+    from pathlib import Path
+
+    rows = [json.loads(x) for x in (Path(__file__).parent / "data" / "other_model_styles.jsonl").read_text().splitlines()]
+    for cascade in (True, False):
+        d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
+        wrong = [r["style"] for x, r in zip(d, rows) if x["refusal"] != r["refusal"]]
+        assert len(wrong) <= 1, wrong
 
 
 def test_fast_tfidf_transform_equals_sklearn(clf):

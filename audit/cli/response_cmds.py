@@ -103,7 +103,10 @@ def train_response_cmd(
     out: Path = typer.Option(..., "--out", help="Directory to write the model and its model card to."),
     include_human: bool = typer.Option(False, "--include-human", help="Add the store's human review labels."),
     no_embeddings: bool = typer.Option(False, "--no-embeddings", help="TF-IDF + labelling functions only (fast)."),
-    full_card: bool = typer.Option(False, "--full-card", help="Also measure leave-one-source/model-out for the card (slow)."),
+    encoder: str = typer.Option(
+        "finetuned", "--encoder", help="Second stage: 'finetuned' (MiniLM fine-tuned, ~30 min on 2 cores) or 'frozen' (MiniLM embeddings)."
+    ),
+    full_card: bool = typer.Option(False, "--full-card", help="Also measure leave-one-source/model-out for the card (slow; frozen encoder)."),
 ) -> None:
     """Train the response classifier on the shipped data (and human labels) and save it."""
     from audit.labeling import train_response
@@ -111,7 +114,12 @@ def train_response_cmd(
     store = get_store() if include_human else None
     try:
         card = train_response(
-            out, include_human=include_human, store=store, use_embeddings=not no_embeddings, full_card=full_card
+            out,
+            include_human=include_human,
+            store=store,
+            use_embeddings=not no_embeddings,
+            encoder=encoder,
+            full_card=full_card,
         )
     except ValueError as e:
         fail(str(e))
