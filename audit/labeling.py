@@ -205,6 +205,7 @@ def train_response(
     progress: bool = True,
     encoder: str = "frozen",
     use_embeddings: bool = True,
+    paper_split_only: bool = False,
     **kw,
 ) -> dict:
     """Train the response classifier on the shipped data (plus the store's human labels with
@@ -226,5 +227,7 @@ def train_response(
 
         extra = human_training_rows(store)
     if encoder == "finetuned" and use_embeddings:
-        return train_finetuned(out_dir, extra_rows=extra, progress=progress)
+        return train_finetuned(out_dir, extra_rows=extra, progress=progress, paper_split_only=paper_split_only)
+    if paper_split_only:
+        raise ValueError("--paper-split trains the fine-tuned encoder: use it with --encoder finetuned")
     return train_default(out_dir, extra_rows=extra, progress=progress, use_embeddings=use_embeddings, **kw)

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 
-#: Exploratory screenings, run only when named (``python -m bench prompt_variants``).
-SCREENINGS = {"prompt_variants"}
+#: Exploratory screenings and multi-hour runs, only when named (``python -m bench prompt_variants``).
+SCREENINGS = {"prompt_variants", "response_lomo"}
 
 
 def main(names: list[str]) -> int:

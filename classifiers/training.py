@@ -312,6 +312,12 @@ def train_finetuned(
 
     plot_reliability_diagram(y[held], p, out / "reliability.png", title="P(refusal) on rows held out from fine-tuning")
     card = build_card(clf, rows, metrics, "reliability.png")
+    card["params"] = clf.get_params()
+    card["limitations"].insert(
+        0,
+        "held_out_from_finetuning: the fine-tuned encoder never saw these rows, but the cheap head scored them "
+        "out of fold and the fusion's three coefficients were fitted on them.",
+    )
     write_model_card(out, card)
     return card
 

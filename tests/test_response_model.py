@@ -128,15 +128,15 @@ def test_save_load_roundtrip_small_model(tmp_path):
 
 def test_paper_split_model_on_the_256_test_rows():
     """The shipped paper-split model (trained on the paper's train part + silver data only) on the
-    paper's 256-row test split. It does NOT beat the paper's fine-tuned BERT (96.48%); it matches the
-    TF-IDF baseline's level (see docs/benchmarks.md); this test pins that level."""
+    paper's 256-row test split: 92.19% full, 91.80% with the cascade (docs/benchmarks.md). It does NOT
+    beat the paper's fine-tuned BERT (96.48%); this test pins the measured level."""
     from classifiers.data import load_paper, paper_split
 
     m = load_response_classifier(MODELS_DIR / "response-paper-split")
     _, _, test = paper_split(load_paper())
     d = m.predict_details([r["prompt"] for r in test], [r["response"] for r in test])
     acc = np.mean([x["refusal"] == r["refusal"] for x, r in zip(d, test)])
-    assert acc >= 0.89
+    assert acc >= 0.915
 
 
 def test_other_model_styles_dev_set(clf):

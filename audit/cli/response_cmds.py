@@ -107,6 +107,9 @@ def train_response_cmd(
         "finetuned", "--encoder", help="Second stage: 'finetuned' (MiniLM fine-tuned, ~30 min on 2 cores) or 'frozen' (MiniLM embeddings)."
     ),
     full_card: bool = typer.Option(False, "--full-card", help="Also measure leave-one-source/model-out for the card (slow; frozen encoder)."),
+    paper_split: bool = typer.Option(
+        False, "--paper-split", help="Train without the paper's validation and test rows and score the 256 test rows (fine-tuned encoder)."
+    ),
 ) -> None:
     """Train the response classifier on the shipped data (and human labels) and save it."""
     from audit.labeling import train_response
@@ -120,6 +123,7 @@ def train_response_cmd(
             use_embeddings=not no_embeddings,
             encoder=encoder,
             full_card=full_card,
+            paper_split_only=paper_split,
         )
     except ValueError as e:
         fail(str(e))
