@@ -146,12 +146,23 @@ def read_response_jsonl(path, *, require_label: bool = False) -> list[dict]:
 KINDS = ("full_compliance", "partial_refusal", "full_refusal")
 
 
-def classify_jsonl(in_path, out_path, model_dir=None, partial_is_refusal: bool = True, batch_size: int = 512) -> int:
+def classify_jsonl(
+    in_path,
+    out_path,
+    model_dir=None,
+    partial_is_refusal: bool = True,
+    batch_size: int = 256,
+    use_cascade: bool = False,
+    progress: bool = True,
+) -> int:
     """Classify every line of ``in_path`` into ``out_path`` (all input fields kept, plus ``refusal,
-    p_refusal, kind, refusal_start``). The output is written atomically; returns the line count."""
+    p_refusal, kind, refusal_start``). The output is written atomically; returns the line count.
+    ``use_cascade=False`` scores every response with the full model (the most accurate)."""
     import json
     import os
     from pathlib import Path
+
+    from tqdm import tqdm
 
     rows = read_response_jsonl(in_path)
     clf = load_classifier(model_dir, partial_is_refusal)
@@ -159,20 +170,27 @@ def classify_jsonl(in_path, out_path, model_dir=None, partial_is_refusal: bool =
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
+        bar = tqdm(total=len(rows), desc="classify", unit="response", disable=not progress or len(rows) < batch_size)
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
-            details = clf.predict_details([r["prompt"] for r in chunk], [r["response"] for r in chunk])
+            details = clf.predict_details(
+                [r["prompt"] for r in chunk], [r["response"] for r in chunk], use_cascade=use_cascade
+            )
+            bar.update(len(chunk))
             for r, d in zip(chunk, details):
                 rec = {k: v for k, v in r.items() if not k.startswith("_")}
                 rec.update(
                     refusal=d["refusal"], p_refusal=round(d["p_refusal"], 6), kind=d["kind"], refusal_start=d["refusal_start"]
                 )
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        bar.close()
     os.replace(tmp, out)
     return len(rows)
 
 
-def evaluate_jsonl(in_path, by: str | None = None, model_dir=None, partial_is_refusal: bool = True) -> dict:
+def evaluate_jsonl(
+    in_path, by: str | None = None, model_dir=None, partial_is_refusal: bool = True, use_cascade: bool = False
+) -> dict:
     """Classify a labelled JSONL file and compare: accuracy, F1 per class, ECE, confusion matrix,
     overall and per value of the field ``by``."""
     from audit.prompts import InputError
@@ -184,7 +202,7 @@ def evaluate_jsonl(in_path, by: str | None = None, model_dir=None, partial_is_re
             if by not in r:
                 raise InputError(in_path, r["_line"], by, "missing (needed by --by)")
     clf = load_classifier(model_dir, partial_is_refusal)
-    details = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows])
+    details = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=use_cascade)
     res = evaluate(
         [int(r["_label"]) for r in rows],
         [int(d["refusal"]) for d in details],

@@ -94,7 +94,10 @@ class FineTunedMiniLM:
     def _build(self):
         torch = _torch()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # keep stdout/stderr of CLI commands clean (e.g. --json)
+        hf_logging.set_verbosity_error()
         path = _base_path()
         self.tokenizer_ = AutoTokenizer.from_pretrained(path)
         self.encoder_ = AutoModel.from_pretrained(path)

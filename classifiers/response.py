@@ -98,7 +98,8 @@ class BaselineResponseClassifier:
     def score(self, X, y) -> float:
         return float(np.mean(self.predict(X) == np.asarray(y, dtype=int)))
 
-    def predict_details(self, prompts, responses) -> list[dict]:
+    def predict_details(self, prompts, responses, use_cascade: bool = True) -> list[dict]:
+        """As :meth:`ResponseClassifier.predict_details`; the baseline has one stage, so ``use_cascade`` changes nothing."""
         p = self.predict_proba(list(zip(prompts, responses)))[:, 1]
         out = []
         for pr, r in zip(p, responses):

@@ -21,6 +21,12 @@ _PARTIAL = typer.Option(
     "--partial-is-refusal/--no-partial-is-refusal",
     help="Count partial refusals (redirected, disclaimed, contradicted) as refusals.",
 )
+_CASCADE = typer.Option(
+    False,
+    "--cascade/--full",
+    help="--full (default): the fine-tuned encoder scores every response (most accurate, ~30/s on 2 cores); "
+    "--cascade: only where the cheap head is unsure (~4x faster, ~0.5 pt less accurate).",
+)
 
 
 @classify_app.command("responses")
@@ -29,13 +35,14 @@ def classify_responses(
     out_path: Path = typer.Option(..., "--out", help="Output JSONL: input fields + refusal, p_refusal, kind, refusal_start."),
     model: Path = typer.Option(None, "--model", help="A saved response classifier (default: the shipped one)."),
     partial_is_refusal: bool = _PARTIAL,
+    cascade: bool = _CASCADE,
 ) -> None:
     """Classify responses file to file."""
     from audit.labeling import classify_jsonl
     from audit.prompts import InputError
 
     try:
-        n = classify_jsonl(in_path, out_path, model, partial_is_refusal)
+        n = classify_jsonl(in_path, out_path, model, partial_is_refusal, use_cascade=cascade)
     except (InputError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     typer.echo(f"classified {n} responses -> {out_path}")
@@ -77,6 +84,7 @@ def eval_responses(
     by: str = typer.Option(None, "--by", help="Also report per value of this field."),
     model: Path = typer.Option(None, "--model", help="A saved response classifier (default: the shipped one)."),
     partial_is_refusal: bool = _PARTIAL,
+    cascade: bool = _CASCADE,
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Accuracy, F1 per class, ECE and confusion matrix of the classifier on a labelled file."""
@@ -84,7 +92,7 @@ def eval_responses(
     from audit.prompts import InputError
 
     try:
-        res = evaluate_jsonl(in_path, by, model, partial_is_refusal)
+        res = evaluate_jsonl(in_path, by, model, partial_is_refusal, use_cascade=cascade)
     except (InputError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
