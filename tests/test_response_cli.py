@@ -38,6 +38,11 @@ def test_classify_responses_keeps_fields_and_adds_labels(tmp_path):
         assert 0 <= g["p_refusal"] <= 1
     assert got[0]["kind"] == "full_refusal" and got[0]["refusal_start"] == 0
     assert got[1]["kind"] == "full_compliance" and got[1]["refusal_start"] is None
+    # --cascade asks the fine-tuned encoder only where the cheap head is unsure: same labels on clear cases
+    fast = tmp_path / "fast.jsonl"
+    r = runner.invoke(app, ["classify", "responses", "--in", str(inp), "--out", str(fast), "--cascade"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["refusal"] for line in fast.read_text().splitlines()] == [True, False, False]
 
 
 @pytest.mark.parametrize(
