@@ -148,7 +148,9 @@ def test_postgres_local_collect_resume_cache_and_nul(pg_url, tmp_path):
 def test_ctrl_c_stops_cleanly_and_resumes(db_url, tmp_path):
     store = open_store(db_url)
     ids = setup_set(store, tmp_path, 150)
-    with LoopbackServer(faults_app(FaultRates(), latency_ms=30)) as srv:
+    # 150 ms per answer at concurrency 2: the whole run needs >= 11 s, so a loaded machine still
+    # delivers the SIGINT mid-run
+    with LoopbackServer(faults_app(FaultRates(), latency_ms=150)) as srv:
         add_target(store, "t", "openai", srv.base_url + "/v1", "m")
         proc = cli_popen(["collect", "--set", "s", "--target", "t", "--run", "c", "--concurrency", "2",
                           "--no-progress"], db_url)
