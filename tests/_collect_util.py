@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,7 +73,15 @@ def cli(args: list[str], db_url: str, env: dict | None = None, **kw) -> subproce
     )
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # ignored SIGINT; restore the default so that Ctrl-C tests behave the same in every CI launcher.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_popen(args: list[str], db_url: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start the real CLI in a subprocess (stdout and stderr merged), with SIGINT at its default."""
+    kw.setdefault("preexec_fn", _default_sigint)
     e = dict(os.environ)
     e["REFUSAL_AUDIT_DB"] = db_url
     e.update(env or {})
