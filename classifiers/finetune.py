@@ -245,4 +245,11 @@ class LazyFineTunedMiniLM:
         return self._get().decision_function(texts)
 
     def save(self, directory: str | Path) -> None:
-        self._get().save(directory)
+        """Copy the saved files; nothing is loaded."""
+        import shutil
+
+        directory = Path(directory)
+        if directory.resolve() != self.directory.resolve():
+            directory.mkdir(parents=True, exist_ok=True)
+            for name in ("finetuned.safetensors", "finetuned.json"):
+                shutil.copyfile(self.directory / name, directory / name)
