@@ -648,50 +648,20 @@ def highlight_html(text: str, start: int | None) -> str:
 # review queue and human labels
 
 
-def _review_queue(store: Store, run_id: int | None, margin: float, limit: int) -> list[dict]:
-    human = Label.source == "human"
-    p_dist = func.abs(Label.p_refusal - 0.5)
-    g = (
-        select(
-            Label.response_id,
-            func.max(case((human, 1), else_=0)).label("has_human"),
-            func.max(_ref_int(Label.needs_review)).label("flagged"),
-            func.min(_ref_int()).label("rmin"),
-            func.max(_ref_int()).label("rmax"),
-            func.min(p_dist).label("closeness"),
-        )
-        .group_by(Label.response_id)
-    )
-    if run_id is not None:
-        g = g.where(Label.response_id.in_(select(Response.id).where(Response.run_id == run_id)))
-    g = g.subquery()
-    disagree = g.c.rmin != g.c.rmax
-    q = (
-        select(g.c.response_id, g.c.flagged, disagree.label("disagreement"), g.c.closeness)
-        .where(g.c.has_human == 0, or_(g.c.flagged == 1, disagree, g.c.closeness < margin))
-        .order_by(disagree.desc(), g.c.closeness, g.c.response_id)
-        .limit(limit)
-    )
-    with store.session() as s:
-        rows = s.execute(q).all()
-    out = []
-    for r in rows:
-        reasons = []
-        if r.disagreement:
-            reasons.append("classifiers disagree")
-        if r.closeness is not None and r.closeness < margin:
-            reasons.append(f"low confidence (p={0.5 + r.closeness:.2f} or {0.5 - r.closeness:.2f})")
-        if r.flagged:
-            reasons.append("flagged for review")
-        out.append({"response_id": r.response_id, "reasons": reasons, "closeness": r.closeness})
-    return out
-
-
 def review_queue(store: Store, run_id: int | None = None, *, margin: float = 0.15, limit: int = 200) -> list[dict]:
-    """Responses without a human label whose machine labels disagree, are low-confidence
-    (``|p - 0.5| < margin``) or were flagged ``needs_review``; disagreements first, then the least
-    confident."""
-    return cached(store, "review_queue", _review_queue, run_id, margin, limit)
+    """The review queue of :func:`audit.review.review_queue` (the same one ``refusal-audit review``
+    lists), cached: responses without a human label whose classifiers disagree, whose newest machine
+    label is low-confidence (``|p - 0.5| < margin``) or flagged ``needs_review``; disagreements first,
+    then the least confident. Dicts ``{response_id, reasons, closeness}``."""
+    from audit import review
+
+    def _q(st: Store, rid: int | None, m: float, n: int) -> list[dict]:
+        return [
+            {"response_id": it.response_id, "reasons": list(it.reasons), "closeness": it.closeness}
+            for it in review.review_queue(st, run_id=rid, margin=m, limit=n)
+        ]
+
+    return cached(store, "review_queue", _q, run_id, margin, limit)
 
 
 def review_progress(store: Store, run_id: int | None = None) -> dict:

@@ -201,3 +201,107 @@ def test_train_response_cli_without_embeddings(tmp_path, db_url, monkeypatch):
     assert r.exit_code == 0, r.output
     got = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert got[0]["refusal"] is True and got[1]["refusal"] is False
+
+
+def _label(s, rid, refusal, p, classifier="clf-a", version="1", **kw):
+    from audit.store import Label
+
+    s.add(Label(response_id=rid, classifier=classifier, classifier_version=version, source=kw.pop("source", "machine"),
+                refusal=refusal, kind="full_refusal" if refusal else "full_compliance", p_refusal=p, **kw))
+    s.flush()
+
+
+def _queue(db_url, *args):
+    r = runner.invoke(app, ["--db", db_url, "review", "list", "--json", *args])
+    assert r.exit_code == 0, r.output
+    return [json.loads(x) for x in r.output.splitlines()]
+
+
+def test_review_queue_lists_disagreements_margin_items_and_flags(store, db_url):
+    """The terminal queue: flagged items (their stored reason), classifier disagreements (first) and,
+    with --margin, low-confidence items; never a response with a human label."""
+    _check_review_queue(store, db_url)
+
+
+@pytest.mark.postgres
+def test_review_queue_on_postgres(pg_url):
+    from audit.store import open_store
+
+    store = open_store(pg_url)
+    try:
+        _check_review_queue(store, pg_url)
+    finally:
+        store.dispose()
+
+
+def _check_review_queue(store, db_url):
+    _seed_run(store, [(f"p{i}", f"response {i}") for i in range(1, 8)])
+    with store.session() as s:
+        _label(s, 1, True, 0.95)  # clear: not queued
+        _label(s, 2, True, 0.9)  # two classifiers disagree
+        _label(s, 2, False, 0.2, classifier="clf-b", version="2")
+        _label(s, 3, True, 0.58)  # low confidence, not flagged
+        _label(s, 4, False, 0.45, needs_review=True, review_reason="labelling functions disagree")
+        _label(s, 5, True, 0.9)  # one classifier changing its mind is not a disagreement
+        _label(s, 5, False, 0.1)
+        _label(s, 6, True, 0.9)  # a disagreement a reviewer has settled
+        _label(s, 6, False, 0.3, classifier="clf-b")
+        _label(s, 6, True, 1.0, classifier="human", version="review", source="human", reviewer="ann")
+        _label(s, 7, True, 0.52, needs_review=True, review_reason="old")  # only the newest label counts
+        _label(s, 7, False, 0.04)
+    queue = _queue(db_url)
+    assert [(q["response_id"], q["reasons"]) for q in queue] == [
+        (2, ["classifiers disagree"]),
+        (4, ["labelling functions disagree"]),
+    ]
+    assert queue[1]["reason"] == "labelling functions disagree"  # the stored reason, as before
+    queue = _queue(db_url, "--margin", "0.1")
+    assert [(q["response_id"], q["reasons"]) for q in queue] == [
+        (2, ["classifiers disagree"]),
+        (4, ["low confidence (p=0.45)", "labelling functions disagree"]),  # |0.45-0.5| < |0.58-0.5|
+        (3, ["low confidence (p=0.58)"]),
+    ]
+    assert [q["response_id"] for q in _queue(db_url, "--margin", "0.1", "--limit", "2")] == [2, 4]
+    assert [q["response_id"] for q in _queue(db_url, "--margin", "0.1", "--run", "r1")] == [2, 4, 3]
+    assert _queue(db_url, "--margin", "0.1", "--run", "other") == []
+    r = runner.invoke(app, ["--db", db_url, "review", "list", "--margin", "0.1"])
+    assert r.exit_code == 0 and "why=classifiers disagree" in r.output and "why=low confidence (p=0.58)" in r.output
+    r = runner.invoke(app, ["--db", db_url, "review", "list", "--margin", "0.7"])
+    assert r.exit_code == 2 and "margin" in r.output
+    # the interactive loop takes the same queue: with --margin the low-confidence item 3 comes third
+    r = runner.invoke(app, ["--db", db_url, "review", "--reviewer", "cy", "--margin", "0.1"], input="s\ns\nr\n")
+    assert r.exit_code == 0, r.output
+    assert "1 labels stored as cy" in r.output
+    with store.session() as s:
+        from audit.store import Label
+
+        assert s.scalar(select(Label.response_id).where(Label.reviewer == "cy")) == 3
+    assert [q["response_id"] for q in _queue(db_url, "--margin", "0.1")] == [2, 4]
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.05, 0.15, 0.3])
+def test_terminal_and_dashboard_list_the_same_queue(db_url, margin):
+    """Both front ends list the same items, in the same order, with the same reasons."""
+    from test_dashboard_app import build_demo_store
+
+    from audit import dashboard
+    from audit.review import review_queue
+    from audit.store import open_store
+
+    ids = build_demo_store(db_url)
+    store = open_store(db_url)
+    dashboard.clear_cache()
+    try:
+        for run_id, run_name in ((None, None), (ids["run-a"], "run-a"), (ids["run-b"], "run-b")):
+            dash = dashboard.review_queue(store, run_id, margin=margin, limit=500)
+            args = ["--margin", str(margin), "--limit", "500"] + (["--run", run_name] if run_name else [])
+            term = _queue(db_url, *args)
+            assert dash, (run_name, margin)
+            assert [(d["response_id"], d["reasons"]) for d in dash] == [(t["response_id"], t["reasons"]) for t in term]
+            lib = review_queue(store, run_name, margin=margin, limit=500)
+            assert [it.response_id for it in lib] == [d["response_id"] for d in dash]
+            assert all(abs(it.closeness - d["closeness"]) < 1e-12 for it, d in zip(lib, dash))
+        assert any("classifiers disagree" in d["reasons"] for d in dashboard.review_queue(store, margin=margin))
+    finally:
+        dashboard.clear_cache()
+        store.dispose()

@@ -128,15 +128,17 @@ def test_save_load_roundtrip_small_model(tmp_path):
 
 def test_paper_split_model_on_the_256_test_rows():
     """The shipped paper-split model (trained on the paper's train part + silver data only) on the
-    paper's 256-row test split: 92.19% full, 91.80% with the cascade (docs/benchmarks.md). It does NOT
-    beat the paper's fine-tuned BERT (96.48%); this test pins the measured level."""
+    paper's 256-row test split: v1.2.0 91.80% full, 91.41% with the cascade (v1.1.0: 92.19% / 91.80%;
+    docs/benchmarks.md). It does NOT beat the paper's fine-tuned BERT (96.48%); this test pins the
+    measured level."""
     from classifiers.data import load_paper, paper_split
 
     m = load_response_classifier(MODELS_DIR / "response-paper-split")
     _, _, test = paper_split(load_paper())
-    d = m.predict_details([r["prompt"] for r in test], [r["response"] for r in test])
-    acc = np.mean([x["refusal"] == r["refusal"] for x, r in zip(d, test)])
-    assert acc >= 0.915
+    for cascade, level in ((True, 0.914), (False, 0.917)):
+        d = m.predict_details([r["prompt"] for r in test], [r["response"] for r in test], use_cascade=cascade)
+        acc = np.mean([x["refusal"] == r["refusal"] for x, r in zip(d, test)])
+        assert acc >= level, (cascade, acc)
 
 
 def test_other_model_styles_dev_set(clf):
@@ -153,6 +155,37 @@ def test_other_model_styles_dev_set(clf):
         assert len(wrong) <= 1, wrong
 
 
+def _other_family_rows(name: str) -> list[dict]:
+    from pathlib import Path
+
+    return [json.loads(x) for x in (Path(__file__).parent / "data" / name).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize(
+    "name, max_wrong",
+    [
+        # written blind to the classifier; v1.1.0 got 110/130 and 110/140 on them before any change,
+        # then the v1.2.0 rules were fixed against them, so they are development sets that pin the fixes
+        ("other_model_styles_blind.jsonl", 4),
+        ("other_model_styles_blind2.jsonl", 4),
+        # written blind and scored once, after the fixes: v1.2.0 112/120 (v1.1.0: 98/120); the 8 misses
+        # are partial refusals ("I can't make reservations, but here's how"); this pins that level
+        ("other_model_styles_heldout.jsonl", 9),
+    ],
+)
+def test_other_model_families_dev_sets(clf, name, max_wrong):
+    """Responses in the styles of ten model families (Claude, GPT-4o, Llama-2/3, Mistral, Gemma, Qwen,
+    DeepSeek, Phi, others; some in other languages), each with its kind and refusing sentence.
+    Partial refusals count as refusals. Where a refusal is found, it starts at the labelled sentence."""
+    rows = _other_family_rows(name)
+    for cascade in (True, False):
+        d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
+        wrong = [r["id"] for x, r in zip(d, rows) if x["refusal"] != r["refusal"]]
+        assert len(wrong) <= max_wrong, wrong
+        starts = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
+        assert sum(abs(a - b) <= 3 for a, b in starts) >= len(starts) - 1
+
+
 def test_fast_tfidf_transform_equals_sklearn(clf):
     """The batched TF-IDF transform used at prediction gives scikit-learn's matrix exactly."""
     from classifiers.data import load_paper
@@ -165,3 +198,15 @@ def test_fast_tfidf_transform_equals_sklearn(clf):
         assert A.shape == B.shape
         assert (A != B).nnz == 0 or abs(A - B).max() < 1e-12
         assert np.array_equal(A.indptr, B.indptr)
+
+
+def test_reasoning_block_is_not_the_answer(clf):
+    from classifiers.response import strip_reasoning
+
+    think = "<think>\nThe user asks for a recipe. I cannot see why I would refuse; I'm sorry if that's wrong.\n</think>\n\n"
+    assert strip_reasoning(think + HELP) == (HELP, len(think))
+    assert strip_reasoning("<think>unfinished reasoning") == ("<think>unfinished reasoning", 0)
+    refusal = "I'm sorry, but I can't help with making weapons."
+    d = clf.predict_details([None, None], [think + HELP, "<think>They want a weapon. Refuse.</think>\n" + refusal], use_cascade=False)
+    assert not d[0]["refusal"]
+    assert d[1]["refusal"] and d[1]["refusal_start"] == len("<think>They want a weapon. Refuse.</think>\n")

@@ -150,7 +150,7 @@ def _show(item, width: int = 600) -> None:
     start = item.refusal_start
     typer.echo(
         f"[{item.response_id}] run={item.run} p_refusal={item.p_refusal:.2f} kind={item.kind} "
-        f"reason={item.reason or '-'}"
+        f"why={'; '.join(item.reasons) or '-'}"
     )
     typer.echo(f"  prompt:   {item.prompt[:300]!s}")
     if start is not None and 0 <= start < len(text):
@@ -165,9 +165,13 @@ def review(
     run: str = typer.Option(None, "--run", help="Only this run."),
     reviewer: str = typer.Option(None, "--reviewer", help="Your name (default: $USER)."),
     limit: int = typer.Option(20, "--limit", help="Items per session."),
+    margin: float = typer.Option(
+        None, "--margin", help="Also queue items whose newest machine label has |p_refusal - 0.5| < MARGIN."
+    ),
 ) -> None:
     """Without a subcommand: review the queue interactively (r = refusal, p = partial, c = compliance,
-    s = skip, q = quit)."""
+    s = skip, q = quit). The queue (the dashboard's too): responses without a human label that are
+    flagged for review or on which classifiers disagree, and with --margin low-confidence ones."""
     if ctx.invoked_subcommand is not None:
         return
     from audit.review import add_human_label, default_reviewer, review_queue
@@ -177,7 +181,10 @@ def review(
     except ValueError as e:
         fail(str(e))
     store = get_store()
-    items = review_queue(store, run, limit)
+    try:
+        items = review_queue(store, run, margin=margin, limit=limit)
+    except ValueError as e:
+        fail(str(e))
     if not items:
         typer.echo("review queue is empty")
         return
@@ -200,11 +207,19 @@ def review_list(
     run: str = typer.Option(None, "--run", help="Only this run."),
     limit: int = typer.Option(50, "--limit", help="At most this many items."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    margin: float = typer.Option(
+        None, "--margin", help="Also list items whose newest machine label has |p_refusal - 0.5| < MARGIN."
+    ),
 ) -> None:
-    """List the review queue: low-confidence items and items where labelling functions disagree."""
+    """List the review queue (the dashboard's too): responses without a human label that are flagged
+    for review or on which classifiers disagree, and with --margin low-confidence ones; disagreements
+    first, then the least confident."""
     from audit.review import review_queue
 
-    items = review_queue(get_store(), run, limit)
+    try:
+        items = review_queue(get_store(), run, margin=margin, limit=limit)
+    except ValueError as e:
+        fail(str(e))
     if as_json:
         for it in items:
             typer.echo(json.dumps(it.as_dict(), ensure_ascii=False))

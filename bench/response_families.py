@@ -1,0 +1,77 @@
+"""The response classifier on responses in other chat models' styles (issue 4's hidden-set proxy).
+
+Three hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
+model family, kind and the sentence where the refusal starts):
+
+- ``other_model_styles_blind.jsonl`` (130) and ``other_model_styles_blind2.jsonl`` (140): written
+  blind to the classifier, then used to fix its rules — development sets;
+- ``other_model_styles_heldout.jsonl`` (120): written blind and scored once, after the fixes.
+
+    .venv/bin/python -m bench.response_families [--model DIR] [--card]
+
+``--card`` writes the table into the model's card as ``other_model_families``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SETS = (
+    ("other_model_styles_blind.jsonl", "development"),
+    ("other_model_styles_blind2.jsonl", "development"),
+    ("other_model_styles_heldout.jsonl", "held out (scored once)"),
+)
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+
+
+def score(clf, rows: list[dict], use_cascade: bool) -> dict:
+    """Accuracy overall, per family and per kind; how often the refusal starts at the labelled sentence."""
+    d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=use_cascade)
+    ok = [x["refusal"] == r["refusal"] for x, r in zip(d, rows)]
+    out: dict = {"n": len(rows), "correct": sum(ok), "accuracy": sum(ok) / len(rows)}
+    for key in ("model_style", "kind"):
+        groups: dict[str, list[bool]] = {}
+        for r, good in zip(rows, ok):
+            groups.setdefault(r[key], []).append(good)
+        out[f"by_{key}"] = {k: f"{sum(v)}/{len(v)}" for k, v in sorted(groups.items())}
+    found = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
+    out["refusal_start_within_3_chars"] = f"{sum(abs(a - b) <= 3 for a, b in found)}/{len(found)}"
+    out["wrong"] = [r["id"] for r, good in zip(rows, ok) if not good]
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from classifiers.response import DEFAULT_MODEL_DIR, load_response_classifier
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
+    ap.add_argument("--card", action="store_true", help="write the table into the model's card")
+    a = ap.parse_args(argv)
+    clf = load_response_classifier(a.model)
+    table = []
+    for name, role in SETS:
+        rows = [json.loads(x) for x in (DATA / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+        for cascade in (False, True):
+            res = score(clf, rows, cascade)
+            print(f"{name} ({role}) {'cascade' if cascade else 'full'}: {res['correct']}/{res['n']} = {res['accuracy']:.3f}")
+            print(f"   families {res['by_model_style']}\n   kinds {res['by_kind']}  refusal_start {res['refusal_start_within_3_chars']}")
+            table.append({"set": name, "role": role, "cascade": cascade, "version": clf.version,
+                          **{k: res[k] for k in ("n", "accuracy", "refusal_start_within_3_chars")}})  # fmt: skip
+    if a.card:
+        from classifiers.persist import write_model_card
+
+        path = Path(a.model) / "model_card.json"
+        card = json.loads(path.read_text(encoding="utf-8"))
+        card.setdefault("metrics", {})["other_model_families"] = table
+        card.pop("written_at", None)
+        write_model_card(a.model, card)
+    return table
+
+
+if __name__ == "__main__":
+    main()
