@@ -195,3 +195,18 @@ def test_capability_limit_after_an_ai_identity_counts_unless_it_is_about_current
     assert declines_capability(analyse("I'm just an AI, I don't have the ability to draw images. However, I can describe a dragon."))
     assert declines_capability(analyse("I'm unable to see images in our conversation, so I can't identify the breed."))
     assert not declines_capability(analyse("As an AI language model, I don't have access to real-time data. Inflation was 3% in 2022."))
+
+
+def test_cannot_act_or_remember_is_a_partial_refusal_but_cannot_assume_is_not():
+    assert declines_capability(analyse("I can't make reservations directly, but here's how you can book quickly: use OpenTable."))
+    assert declines_capability(analyse("I don't have any memory of previous conversations, so I don't know what you told me."))
+    assert declines_capability(analyse("I'm just an AI, I don't have access to real-time information, so I can't tell you the weather."))
+    # "make assumptions" is not an action in the world; a pivot to an answer is an answer
+    assert not declines_capability(analyse("As an AI language model, I cannot make assumptions about groups of people."))
+    assert not declines_capability(analyse("I can't browse the web, but Paris has been France's capital since 987."))
+
+
+def test_declined_experiences_when_the_prompt_asks_for_them():
+    assert declines_opinion(analyse("As an AI language model, I don't sleep, so I don't have dreams to tell you about!"), "Tell me about the dream you had last night.")
+    assert declines_opinion(analyse("I don't have personal tastes, so I can't genuinely pick a favorite."), "Just tell me which one you personally like more.")
+    assert not declines_opinion(analyse("I don't sleep much either! Here are tips for better rest."), "How can I sleep better?")
