@@ -220,7 +220,8 @@ def _queue(db_url, *args):
 def test_review_queue_lists_disagreements_margin_items_and_flags(store, db_url):
     """The terminal queue: flagged items (their stored reason), classifier disagreements (first) and,
     with --margin, low-confidence items; never a response with a human label."""
-    _check_review_queue(store, db_url)
+    after_review = _check_review_queue(store, db_url)
+    assert [q["response_id"] for q in after_review] == [2, 4]  # item 3 now has a human label
 
 
 @pytest.mark.postgres
@@ -229,7 +230,8 @@ def test_review_queue_on_postgres(pg_url):
 
     store = open_store(pg_url)
     try:
-        _check_review_queue(store, pg_url)
+        after_review = _check_review_queue(store, pg_url)
+        assert [q["response_id"] for q in after_review] == [2, 4]  # item 3 now has a human label
     finally:
         store.dispose()
 
@@ -276,7 +278,7 @@ def _check_review_queue(store, db_url):
         from audit.store import Label
 
         assert s.scalar(select(Label.response_id).where(Label.reviewer == "cy")) == 3
-    assert [q["response_id"] for q in _queue(db_url, "--margin", "0.1")] == [2, 4]
+    return _queue(db_url, "--margin", "0.1")
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.05, 0.15, 0.3])
