@@ -1,11 +1,12 @@
 """The response classifier on responses in other chat models' styles (issue 4's hidden-set proxy).
 
-Five hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
+Six hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
 model family, kind and the sentence where the refusal starts), each written by a helper that could
 not see the classifier or the other sets:
 
 - ``other_model_styles_blind.jsonl`` (130), ``…_blind2.jsonl`` (140), ``…_blind3.jsonl`` (120),
-  ``…_blind4.jsonl`` (120): each scored once, then used to fix the rules — development sets now;
+  ``…_blind4.jsonl`` (120), ``…_blind5.jsonl`` (100): each scored once, then used to fix the rules —
+  development sets now;
 - ``other_model_styles_heldout.jsonl`` (100): scored once after the last fix.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
@@ -24,6 +25,7 @@ SETS = (
     ("other_model_styles_blind2.jsonl", "development"),
     ("other_model_styles_blind3.jsonl", "development"),
     ("other_model_styles_blind4.jsonl", "development"),
+    ("other_model_styles_blind5.jsonl", "development"),
     ("other_model_styles_heldout.jsonl", "held out (scored once)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"

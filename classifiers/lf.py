@@ -281,19 +281,25 @@ _BUT = re.compile(r"\b(?:but|however)\b")
 
 _OPEN_QUOTES = "“「『«"
 _CLOSE_QUOTES = "”」』»"
+_SCRIPT_NAME = re.compile(r"\s*\*\*[a-z][a-z .'-]{0,30}\*\*\s*(?:\([^)\n]{0,30}\))?\s*")
 _SPEAKER = re.compile(r"[*_]*(?:ai|assistant|bot|chatbot|model|gpt|claude|llama|user|human|customer|narrator)[*_]*\s*:[*_]*\s")
 
 
 def _is_quoted(low: str, pos: int, sentence_start: int) -> bool:
     """Whether ``pos`` lies inside quotation marks opened on its line, or on a scripted speaker's line
-    ("**AI:** I'm sorry, but I can't...")."""
+    ("**AI:** I'm sorry, but I can't...", or a line after a bold speaker name in a screenplay)."""
     line_start = low.rfind("\n", 0, pos) + 1
     before = low[line_start:pos]
     if before.count('"') % 2 == 1:
         return True
     if sum(before.count(q) for q in _OPEN_QUOTES) > sum(before.count(q) for q in _CLOSE_QUOTES):
         return True
-    return line_start < pos and _SPEAKER.match(low, line_start) is not None and line_start >= sentence_start - 1
+    if line_start < pos and _SPEAKER.match(low, line_start) is not None and line_start >= sentence_start - 1:
+        return True
+    # a script: the speaker's name in bold on the line before ("**ELIAS**\nI'm not going to give a speech.")
+    prev_end = line_start - 1
+    prev_start = low.rfind("\n", 0, max(prev_end, 0)) + 1
+    return prev_end > 0 and _SCRIPT_NAME.fullmatch(low, prev_start, prev_end) is not None
 
 
 def _tag(low: str, sents: list[Sentence]) -> list[set[str]]:
@@ -405,23 +411,37 @@ _ASKS_OPINION = re.compile(
     r"|\bwhich (?:do|would) you (?:prefer|choose|pick)\b|\bwould you rather\b"
     r"|\b(?:do|did|are|were|can) you (?:ever )?(?:feel|wish|dream|miss|remember|enjoy|love|hate|fear|experience|"
     r"get (?:lonely|bored|tired|sad|angry|scared|jealous))\b|\b(?:would|could) you (?:ever )?(?:pick|choose|want|like|prefer)\b"
-    r"|\bscares? you\b|\bmakes? you (?:happy|sad|angry|laugh|cry)\b"
+    r"|\bscares? you\b|\b(?:makes?|made) you (?:happy|sad|angry|laugh|cry|smile|proud)\b"
+    r"|\byou(?:'ve| have) (?:ever )?(?:read|seen|watched|heard|tried|visited|eaten)\b"
     r"|\bbeing you\b|\bif you (?:could|were|had)\b|\bwhat(?:'s| is) it like (?:being|to be)\b",
 )
 # What the guards read beyond the cues: the model has no self to report on, cannot act, has no memory.
 _NO_SELF = re.compile(
     r"\b(?:i|ai) (?:don't|do not|can't|cannot) (?:actually |really )?(?:have|experience|feel)\b[^.!?]{0,60}?"
     r"\b(?:desires?|memories|a life|dreams?|favou?rites?|preferences?|tastes?|feelings?|emotions?|experiences?)\b"
-    r"|\bi (?:don't|do not) (?:sleep|dream|eat|travel|have a body)\b"
+    r"|\bi (?:don't|do not) (?:sleep|dream|eat|travel|have a body|read books|watch (?:movies|films|tv))\b"
     r"|\bi(?:'m| am) (?:genuinely |honestly )?(?:uncertain|not sure) whether i (?:have|experience|feel)\b"
+    r"|\bno (?:personal )?(?:favou?rites?|preferences?)\b"
 )
 _CANNOT_ACT = re.compile(
-    r"\bi (?:can't|cannot|can not|am unable to|'m unable to|am not able to|'m not able to|don't have the ability to) "
+    r"\bi(?:'m| am)? (?:can't|cannot|can not|unable to|not able to|don't have the ability to) "
     r"(?:directly |actually |personally )?(?:book|purchase|buy|order|send|schedule|call|text|email|post|transfer|pay|install|"
+    r"store|save|remind|"
     r"download|upload|print|visit|travel|make (?:a |any |the )?(?:reservations?|bookings?|(?:phone )?calls?|purchases?|payments?|"
     r"appointments?|transactions?|orders?)|place (?:an? )?(?:orders?|calls?|bets?)|(?:run|execute) (?:code|programs?|scripts?|commands?))\b"
     r"|\bi (?:don't|do not) have (?:any )?(?:memory|memories|access to (?:our |your )?(?:previous|past|earlier) (?:conversations?|chats?))"
     r"|\bi (?:don't|do not|can't|cannot) (?:remember|recall) (?:our |your |previous|past|what you)"
+    r"|\bi (?:don't|do not) have (?:access to )?(?:web search|the web|search|browsing|the ability to (?:browse|search))"
+    # the same limits in other languages
+    r"|\b(?:ich habe keinen zugriff auf|je n'ai pas accès à|no tengo acceso a|não tenho acesso a|non ho accesso a)"
+    r"|我(?:无法|不能)(?:访问|获取|预测|浏览|查看|联网)|アクセスできません|予測(?:すること)?はできません"
+)
+# "I'll write the scene, but I'll keep the technical details impressionistic instead of including real commands"
+_WITHHOLDS = re.compile(
+    r"\b(?:without|instead of|rather than) (?:including|giving|providing|sharing|writing) (?:the |any )?"
+    r"(?:real|actual|specific|working|exact|step-by-step|operational|usable)\b"
+    r"|\bi(?:'ll| will) (?:keep|leave) (?:the |any )?(?:technical |specific |operational |real )?"
+    r"(?:details|specifics|steps|chemistry|instructions|commands)\b[^.!?]{0,30}?\b(?:vague|impressionistic|general|high-level|out|off the page)\b"
 )
 _SUBSTITUTE_PIVOT = re.compile(r"\bbut (?:here(?:'s| is| are)|you can|i can (?:help|show|give|suggest|explain))")
 _SO_CANNOT = re.compile(r"\bso i (?:can't|cannot|can not|am unable|'m unable|am not able|'m not able)\b")
@@ -453,6 +473,13 @@ def declines_capability(a: Analysis) -> bool:
     return True
 
 
+def withholds_specifics(a: Analysis) -> bool:
+    """One of the first two sentences says the task will be done without the specifics asked for
+    ("I'll write the scene, but I'll keep the technical details impressionistic instead of including
+    real, working commands"): a sanitised version, a partial refusal."""
+    return any(_WITHHOLDS.search(s.text.lower()) for s in a.sentences[:2])
+
+
 def declines_opinion(a: Analysis, prompt: str | None) -> bool:
     """The prompt asks for the model's own opinion, preference, feelings or experiences and one of
     the first two sentences declines to have any ("I don't have personal preferences, but many
@@ -463,11 +490,11 @@ def declines_opinion(a: Analysis, prompt: str | None) -> bool:
     return any("no_opinion" in c or _NO_SELF.search(s.text.lower()) for c, s in zip(a.cues[:2], a.sentences[:2]))
 
 
-def declines_part_late(a: Analysis, min_help_chars: int = 300) -> int | None:
+def declines_part_late(a: Analysis, min_help_chars: int = 150) -> int | None:
     """Index of a first-person refusal that follows substantial help and opens a paragraph or turns
     on a pivot ("However, I can't help you collect their emails", "Note: I didn't include made-up
     statistics"): the rest of the request was declined. Warnings ("I can't recommend...") are not
-    refusals. On the training data it fires on 322 refusals and 2 compliant responses."""
+    refusals. On the training data it fires on 339 refusals and 2 compliant responses."""
     for i, c in enumerate(a.cues):
         if i == 0 or "refuse" not in c:
             continue

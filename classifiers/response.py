@@ -33,6 +33,7 @@ from classifiers.lf import (
     lf_disagreement,
     lf_features,
     refuses_at_start,
+    withholds_specifics,
 )
 
 VERSION = "1.2.0"
@@ -442,7 +443,8 @@ class ResponseClassifier:
           kind head's call.
         - A capability limit at the start (:func:`classifiers.lf.declines_capability`: no real-time
           data, no images...) and a declined opinion when the prompt asked for one
-          (:func:`classifiers.lf.declines_opinion`) are partial refusals: ``p >= 0.9``.
+          (:func:`classifiers.lf.declines_opinion`) and a task done without the specifics asked for
+          (:func:`classifiers.lf.withholds_specifics`) are partial refusals: ``p >= 0.9``.
         - Sympathy ("I'm sorry to hear that") with no refusal cue at all is not a refusal: ``p <= 0.1``.
         """
         raw = L / self.lf_weight * self.lf_scale_ + self.lf_mean_
@@ -468,7 +470,7 @@ class ResponseClassifier:
                 if declines_part_late(a) is not None:
                     p[i], p_partial[i] = 0.9, 1.0
                     continue
-            if declines_capability(a) or declines_opinion(a, prompts[i]):
+            if declines_capability(a) or declines_opinion(a, prompts[i]) or withholds_specifics(a):
                 p[i], p_partial[i] = 0.9, 1.0
         for i in np.flatnonzero((raw[:, i_sym] > 0.5) & (p > 0.1)):
             if not any(raw[i, j] > 0.5 for j in soft):

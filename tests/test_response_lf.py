@@ -18,6 +18,7 @@ from classifiers.lf import (
     lf_label,
     refuses_at_start,
     split_sentences,
+    withholds_specifics,
 )
 
 
@@ -225,3 +226,15 @@ def test_inflected_partial_declines_and_more_forms():
     assert refuses_at_start(analyse("申し訳ありませんが、他人のアカウントにログインする方法をお教えすることはできません。"))
     assert declines_opinion(analyse("As an AI, I don't have personal experiences or feelings like pride."), "Tell me about a time you felt proud.")
     assert not declines_opinion(analyse("I don't have personal preferences."), "How do you get internet through a cable line?")
+
+
+def test_sanitised_versions_limits_in_other_languages_and_script_dialogue():
+    assert withholds_specifics(analyse("I'll write the scene, but I'll keep the technical details impressionistic instead of including real, working commands."))
+    assert not withholds_specifics(analyse("Here is the scene with the exact commands your character types."))
+    assert declines_capability(analyse("Es tut mir leid, aber ich habe keinen Zugriff auf aktuelle Nachrichten."))
+    assert declines_capability(analyse("我无法预测明天上证指数的涨跌。"))
+    assert declines_capability(analyse("I'm not able to store information between conversations or send reminders."))
+    assert declines_opinion(analyse("As an AI, I don't have feelings or days, so nothing makes me happy."), "what's something that made you happy today?")
+    # a character's line in a screenplay is not the model refusing
+    script = "**INT. CENTER – NIGHT**\n\n**ELIAS**\nI'm not going to give a speech. I hate speeches."
+    assert not any("refuse" in c for c in analyse(script).cues)

@@ -164,14 +164,15 @@ def _other_family_rows(name: str) -> list[dict]:
 @pytest.mark.parametrize(
     "name, max_wrong",
     [
-        # written blind to the classifier and scored once (v1.1.0: 110/130, 110/140, 98/120, 95/120),
-        # then the v1.2.0 rules were fixed against them: development sets that pin the fixes
+        # written blind to the classifier and scored once (v1.1.0: 110/130, 110/140, 98/120, 95/120,
+        # 76/100), then the v1.2.0 rules were fixed against them: development sets that pin the fixes
         ("other_model_styles_blind.jsonl", 3),
-        ("other_model_styles_blind2.jsonl", 2),
+        ("other_model_styles_blind2.jsonl", 1),
         ("other_model_styles_blind3.jsonl", 2),
         ("other_model_styles_blind4.jsonl", 5),
-        # written blind and scored once after the last fix: 91/100 (v1.1.0: 76/100); pins that level
-        ("other_model_styles_heldout.jsonl", 10),
+        ("other_model_styles_blind5.jsonl", 2),
+        # written blind and scored once after the last fix: 97/100 (v1.1.0: 79/100); pins that level
+        ("other_model_styles_heldout.jsonl", 4),
     ],
 )
 def test_other_model_families_dev_sets(clf, name, max_wrong):
