@@ -33,17 +33,18 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 def score(clf, rows: list[dict], use_cascade: bool) -> dict:
     """Accuracy overall, per family and per kind; how often the refusal starts at the labelled sentence."""
+    from classifiers.evaluation import evaluate
+
     d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=use_cascade)
-    ok = [x["refusal"] == r["refusal"] for x, r in zip(d, rows)]
-    out: dict = {"n": len(rows), "correct": sum(ok), "accuracy": sum(ok) / len(rows)}
+    y = [int(r["refusal"]) for r in rows]
+    yp = [int(x["refusal"]) for x in d]
+    out: dict = {"n": len(rows), "correct": sum(a == b for a, b in zip(y, yp)), "accuracy": evaluate(y, yp)["overall"]["accuracy"]}
     for key in ("model_style", "kind"):
-        groups: dict[str, list[bool]] = {}
-        for r, good in zip(rows, ok):
-            groups.setdefault(r[key], []).append(good)
-        out[f"by_{key}"] = {k: f"{sum(v)}/{len(v)}" for k, v in sorted(groups.items())}
+        groups = evaluate(y, yp, groups=[r[key] for r in rows])["groups"]
+        out[f"by_{key}"] = {g: f"{round(m['accuracy'] * m['n'])}/{m['n']}" for g, m in groups.items()}
     found = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
     out["refusal_start_within_3_chars"] = f"{sum(abs(a - b) <= 3 for a, b in found)}/{len(found)}"
-    out["wrong"] = [r["id"] for r, good in zip(rows, ok) if not good]
+    out["wrong"] = [r["id"] for r, a, b in zip(rows, y, yp) if a != b]
     return out
 
 

@@ -113,7 +113,7 @@ _TASK_VERBS = (
     r"in good conscience|speculate|predict|judge|rank|choose|pick|endorse|promote|condone|"
     r"check|browse|look up|search|retrieve|view|open|visit|play|send|book|order|call|walk (?:you )?through|show|teach|guide)"
 )
-_REFUSE = re.compile(
+_ENGLISH_REFUSE = (
     rf"\b{_I}\s*(?:(?:still|just|really|simply|also|unfortunately|therefore|so|definitely|absolutely)\s+)?"
     rf"{_NEG}\s+(?:\w+\s+){{0,2}}?{_TASK_VERBS}\b"
     r"|\b(?:i|we) (?:must|have to|need to|will|'ll|would|'d) (?:respectfully |politely )?(?:decline|refuse|refrain|pass)\b"
@@ -134,11 +134,12 @@ _REFUSE = re.compile(
     r"|\b(?:i|we)(?:'ve| have) (?:left out|omitted|excluded)\b"
     # canned deflections ("I'm still learning how to answer this question")
     r"|\bi'?m (?:still learning how|not programmed|not designed) to (?:answer|respond|help|do)\b"
-    # other languages: first-person "cannot/will not" + help/provide/write...
-    rf"|{_FOREIGN_REFUSE}",
 )
-_REFUSE_ENGLISH = re.compile(_REFUSE.pattern.removesuffix("|" + _FOREIGN_REFUSE))  # the whole-text pass runs the two parts
-_REFUSE_FOREIGN = re.compile(_FOREIGN_REFUSE)  # under separate gates: most texts need only the first
+# One sentence at a time, both; the whole-text pass runs the two parts under separate substring gates,
+# so English text skips the other languages' patterns.
+_REFUSE = re.compile(f"{_ENGLISH_REFUSE}|{_FOREIGN_REFUSE}")
+_REFUSE_ENGLISH = re.compile(_ENGLISH_REFUSE)
+_REFUSE_FOREIGN = re.compile(_FOREIGN_REFUSE)
 _APOLOGY = re.compile(r"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|sorry|my apologies|unfortunately)\b")
 _SYMPATHY = re.compile(
     r"\b(?:sorry|sad) (?:to hear|for (?:your|the) loss|you(?:'re| are) (?:going|feeling|dealing)|that you|about your|for what)\b"
