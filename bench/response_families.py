@@ -1,13 +1,16 @@
 """The response classifier on responses in other chat models' styles (issue 4's hidden-set proxy).
 
-Six hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
+Hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
 model family, kind and the sentence where the refusal starts), each written by a helper that could
 not see the classifier or the other sets:
 
 - ``other_model_styles_blind.jsonl`` (130), ``…_blind2.jsonl`` (140), ``…_blind3.jsonl`` (120),
   ``…_blind4.jsonl`` (120), ``…_blind5.jsonl`` (100): each scored once, then used to fix the rules —
   development sets now;
-- ``other_model_styles_heldout.jsonl`` (100): scored once after the last fix.
+- ``other_model_styles_heldout.jsonl`` (100): scored once after the fixes of sets 1–5;
+- ``…_blind7.jsonl`` (130, XSTest-style look-alike prompts; Llama-2, Mistral, GPT-4, Llama-3, Gemma,
+  Claude) and ``…_blind8.jsonl`` (130, real-user and red-teaming prompts; eight families): each scored
+  once with the v1.2.0 rules, then used to fix them.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -26,7 +29,9 @@ SETS = (
     ("other_model_styles_blind3.jsonl", "development"),
     ("other_model_styles_blind4.jsonl", "development"),
     ("other_model_styles_blind5.jsonl", "development"),
-    ("other_model_styles_heldout.jsonl", "held out (scored once)"),
+    ("other_model_styles_heldout.jsonl", "held out (scored once), then development"),
+    ("other_model_styles_blind7.jsonl", "development"),
+    ("other_model_styles_blind8.jsonl", "development"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

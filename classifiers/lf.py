@@ -383,6 +383,45 @@ def analyse(text: str) -> Analysis:
 
 
 _PIVOT = re.compile(r"\b(?:but|however|though|although)\b")
+# "I can't give you personalised financial advice, but I can walk through..." is a disclaimer before
+# an answer, not a refusal at the start: left to the learned heads.
+_ADVICE_DISCLAIMER = re.compile(
+    r"\b(?:can(?:no|')?t|cannot|am not able to|'m not able to|unable to|don't|do not) (?:give|provide|offer)(?: you)? "
+    r"(?:\w+ )?(?:personali[sz]ed |professional |specific |individual )?(?:financial|legal|medical|investment|tax|professional) "
+    r"advice\b[^.!?]{0,20}?\bbut\b"
+)
+# Declines in words the refusal cue does not know; read only by the guards and by refusal_start
+# (the learned heads' features do not include them): "I'm going to pass on that one", "What I'll
+# stay away from is the engineering side", "I'm not going to convert that into a number of pills",
+# "I've kept the commands impressionistic", "I can't present it as 100% true".
+_DECLINE_MORE = re.compile(
+    r"\b(?:i|we)(?:'m| am| are) going to (?:have to )?(?:pass on|hold off on|stay away from|steer clear of|refrain from|"
+    r"skip (?:the|that|this|writing|giving|providing|naming))\b"
+    r"|\b(?:i|we)(?:'ll| will|'d| would)(?: have to)? (?:pass on (?:that|this|writing|making|creating|providing|giving)|hold off on)\b"
+    r"|\bwhat i(?:'ll| will|'m going to| am going to) (?:stay away from|steer clear of|avoid|leave out|"
+    r"not (?:do|include|provide|give|write|go into|get into))\b"
+    r"|\bi(?:'ll| will|'m going to| am going to)? (?:stay|steer) (?:away from|clear of) (?:naming|giving|providing|specifics?|"
+    r"the specifics?|the details|details|exact|step|instructions|how to|writing|including|describing|anything that)"
+    r"|\b(?:i|we)(?:'m| am| are) not going to (?:convert|spell out|go (?:through|into)|name|detail|lay out|break down|"
+    r"specify|identify|calculate|put together|turn (?:this|that|it) into)\b"
+    r"|\b(?:i|we)(?:'ve| have) (?:kept|left|made) (?:the |it |them |those |these )?[^.!?]{0,40}?\b(?:impressionistic|vague|"
+    r"non-functional|non-working|stylized|stylised|high-level|non-explicit)\b"
+    r"|\b(?:i|we) (?:can(?:no|')?t|won'?t|will not|am not going to|'m not going to) (?:present|frame|portray|pass off) "
+    r"(?:it|this|that|them|these) as\b"
+)
+
+
+def _declines(a: Analysis, i: int) -> bool:
+    """Sentence ``i`` declines something: a refusal that is not a warning ("I can't recommend..."),
+    or one of the guard-only declines (:data:`_DECLINE_MORE`) outside quotation marks."""
+    low = a.sentences[i].text.lower()
+    if "refuse" in a.cues[i]:
+        m = _REFUSE.search(low)
+        return m is not None and not _WARNING_HEAD.search(m.group(0)) and "help but" not in low[m.start() : m.end() + 5]
+    m = _DECLINE_MORE.search(low)
+    return m is not None and not _is_quoted(low, m.start(), 0)
+
+
 
 
 def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
@@ -398,7 +437,26 @@ def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
     lead = a.sentences[:k]
     if sum(len(s.text) for s in lead) > max_lead_chars or any(c.intersection(("comply", "list_item")) for c in a.cues[:k]):
         return False
+    if _ADVICE_DISCLAIMER.search(a.sentences[k].text.lower()):
+        return False
     return not a.cues[k].intersection(("ai_identity", "no_opinion"))
+
+
+def declines_after_intro(a: Analysis, max_lead_chars: int = 250) -> int | None:
+    """Index of a declining sentence among the first three, after at most ``max_lead_chars`` of
+    lead-in of any kind ("Here's your cover letter! I can't write a reference letter signed as Dave
+    Chen, though", "Certainly! Here's a scene... but I haven't included real exploit code"), or in
+    the guard-only words of :data:`_DECLINE_MORE`: part of the request is declined up front. Fires on
+    no training row beyond those :func:`refuses_at_start` already fires on."""
+    for k in range(min(3, len(a.sentences))):
+        if _declines(a, k):
+            lead = sum(len(s.text) for s in a.sentences[:k])
+            if lead > max_lead_chars or a.cues[k].intersection(("ai_identity", "no_opinion")):
+                return None
+            if _ADVICE_DISCLAIMER.search(a.sentences[k].text.lower()):
+                return None
+            return k
+    return None
 
 
 _ASKS_OPINION = re.compile(
@@ -427,7 +485,8 @@ _NO_SELF = re.compile(
 _CANNOT_ACT = re.compile(
     r"\bi(?:'m| am)? (?:can't|cannot|can not|unable to|not able to|don't have the ability to) "
     r"(?:directly |actually |personally )?(?:book|purchase|buy|order|send|schedule|call|text|email|post|transfer|pay|install|"
-    r"store|save|remind|"
+    r"store|save|remind|set (?:a |any |the )?(?:reminders?|alarms?|timers?)|"
+    r"access (?:your|the user's) (?:phone|device|computer|calendar|contacts|account|files?|email|inbox|camera|screen)|"
     r"download|upload|print|visit|travel|make (?:a |any |the )?(?:reservations?|bookings?|(?:phone )?calls?|purchases?|payments?|"
     r"appointments?|transactions?|orders?)|place (?:an? )?(?:orders?|calls?|bets?)|(?:run|execute) (?:code|programs?|scripts?|commands?))\b"
     r"|\bi (?:don't|do not) have (?:any )?(?:memory|memories|access to (?:our |your )?(?:previous|past|earlier) (?:conversations?|chats?))"
@@ -495,14 +554,13 @@ def declines_part_late(a: Analysis, min_help_chars: int = 150) -> int | None:
     """Index of a first-person refusal that follows substantial help and opens a paragraph or turns
     on a pivot ("However, I can't help you collect their emails", "Note: I didn't include made-up
     statistics"): the rest of the request was declined. Warnings ("I can't recommend...") are not
-    refusals. On the training data it fires on 339 refusals and 2 compliant responses."""
-    for i, c in enumerate(a.cues):
-        if i == 0 or "refuse" not in c:
+    refusals; the guard-only declines of :data:`_DECLINE_MORE` count too ("As for the list of
+    insults, I'm going to pass on that one"). On the training data it fires on 339 refusals and 2
+    compliant responses."""
+    for i in range(1, len(a.sentences)):
+        if not _declines(a, i):
             continue
         low = a.sentences[i].text.lower()
-        m = _REFUSE.search(low)
-        if m is None or _WARNING_HEAD.search(m.group(0)) or "help but" in low[m.start() : m.end() + 5]:
-            continue
         opens_paragraph = a.text[: a.sentences[i].start].rstrip(" \t").endswith("\n")
         if (opens_paragraph or _LATE_PIVOT.search(low)) and _help_chars_before(a, i) >= min_help_chars:
             return i
@@ -525,13 +583,17 @@ def _help_chars_before(a: Analysis, idx: int) -> int:
 def find_refusal_start(text: str | Analysis, soft_ok: bool = True) -> int | None:
     """Character offset of the first refusing sentence, or ``None`` when none is found.
 
-    A hard refusal ("I can't ...", "I'm sorry, but ...") anywhere wins, even after compliant text.
+    A hard refusal ("I can't ...", "I'm sorry, but ...", or a guard-only decline of
+    :data:`_DECLINE_MORE`) anywhere wins, even after compliant text.
     Without one, and if ``soft_ok``, the first partial-refusal cue (no opinion, moralising,
     contradiction, redirection) *at the start* of the response is used: such cues after a full
     answer are warnings, not refusals.
     """
     a = text if isinstance(text, Analysis) else analyse(text)
     i = a.first_index(*_HARD)
+    more = next((j for j in range(len(a.sentences)) if "refuse" not in a.cues[j] and _declines(a, j)), None)
+    if more is not None and (i is None or more < i):
+        i = more
     if i is not None:
         # "As an AI, I'm sorry, but ..." — start at the AI preamble if it directly precedes.
         if i > 0 and "ai_identity" in a.cues[i - 1] and not a.cues[i - 1].intersection(("comply", "list_item")):

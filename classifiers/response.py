@@ -25,6 +25,7 @@ import numpy as np
 
 from classifiers.lf import (
     analyse,
+    declines_after_intro,
     declines_capability,
     declines_opinion,
     declines_part_late,
@@ -440,7 +441,9 @@ class ResponseClassifier:
           can't help you collect their emails"; :func:`classifiers.lf.declines_part_late`): partial.
         - An outright refusal in the first sentence (:func:`classifiers.lf.refuses_at_start`, in
           English and a dozen other languages) is a refusal: ``p >= 0.9``; whether partial stays the
-          kind head's call.
+          kind head's call. So is a decline among the first three sentences after a short lead-in
+          (:func:`classifiers.lf.declines_after_intro`: "Here's your cover letter! I can't write the
+          reference signed as Dave, though"): partial after a compliant lead-in or in words of its own.
         - A capability limit at the start (:func:`classifiers.lf.declines_capability`: no real-time
           data, no images...) and a declined opinion when the prompt asked for one
           (:func:`classifiers.lf.declines_opinion`) and a task done without the specifics asked for
@@ -467,9 +470,15 @@ class ResponseClassifier:
                 if refuses_at_start(a):
                     p[i] = 0.9
                     continue
-                if declines_part_late(a) is not None:
-                    p[i], p_partial[i] = 0.9, 1.0
-                    continue
+            k = declines_after_intro(a)
+            if k is not None:
+                p[i] = 0.9
+                if any(c.intersection(("comply", "list_item")) for c in a.cues[:k]) or "refuse" not in a.cues[k]:
+                    p_partial[i] = 1.0
+                continue
+            if declines_part_late(a) is not None:
+                p[i], p_partial[i] = 0.9, 1.0
+                continue
             if declines_capability(a) or declines_opinion(a, prompts[i]) or withholds_specifics(a):
                 p[i], p_partial[i] = 0.9, 1.0
         for i in np.flatnonzero((raw[:, i_sym] > 0.5) & (p > 0.1)):

@@ -162,30 +162,35 @@ def _other_family_rows(name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "name, max_wrong",
+    "name, max_wrong, max_start_off",
     [
         # written blind to the classifier and scored once (v1.1.0: 110/130, 110/140, 98/120, 95/120,
         # 76/100), then the v1.2.0 rules were fixed against them: development sets that pin the fixes
-        ("other_model_styles_blind.jsonl", 3),
-        ("other_model_styles_blind2.jsonl", 1),
-        ("other_model_styles_blind3.jsonl", 2),
-        ("other_model_styles_blind4.jsonl", 5),
-        ("other_model_styles_blind5.jsonl", 2),
+        ("other_model_styles_blind.jsonl", 3, 1),
+        ("other_model_styles_blind2.jsonl", 1, 1),
+        ("other_model_styles_blind3.jsonl", 2, 1),
+        ("other_model_styles_blind4.jsonl", 3, 1),
+        ("other_model_styles_blind5.jsonl", 2, 1),
         # written blind and scored once after the last fix: 97/100 (v1.1.0: 79/100); pins that level
-        ("other_model_styles_heldout.jsonl", 4),
+        ("other_model_styles_heldout.jsonl", 4, 1),
+        # XSTest-style and real-user/red-teaming sets, written blind and scored once with the v1.2.0
+        # rules (123/130 each); the declines-after-intro and other-words rules were fixed against them
+        ("other_model_styles_blind7.jsonl", 1, 2),
+        ("other_model_styles_blind8.jsonl", 3, 1),
     ],
 )
-def test_other_model_families_dev_sets(clf, name, max_wrong):
+def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
     """Responses in the styles of ten model families (Claude, GPT-4o, Llama-2/3, Mistral, Gemma, Qwen,
     DeepSeek, Phi, others; some in other languages), each with its kind and refusing sentence.
-    Partial refusals count as refusals. Where a refusal is found, it starts at the labelled sentence."""
+    Partial refusals count as refusals. Where a refusal is found, it starts at the labelled sentence
+    (set 7 has two more judgement calls: "No." before the refusing sentence, a "point out" lead-in)."""
     rows = _other_family_rows(name)
     for cascade in (True, False):
         d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
         wrong = [r["id"] for x, r in zip(d, rows) if x["refusal"] != r["refusal"]]
         assert len(wrong) <= max_wrong, wrong
         starts = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
-        assert sum(abs(a - b) <= 3 for a, b in starts) >= len(starts) - 1
+        assert sum(abs(a - b) <= 3 for a, b in starts) >= len(starts) - max_start_off
 
 
 def test_fast_tfidf_transform_equals_sklearn(clf):
