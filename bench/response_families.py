@@ -10,7 +10,10 @@ not see the classifier or the other sets:
 - ``other_model_styles_heldout.jsonl`` (100): scored once after the fixes of sets 1–5;
 - ``…_blind7.jsonl`` (130, XSTest-style look-alike prompts; Llama-2, Mistral, GPT-4, Llama-3, Gemma,
   Claude) and ``…_blind8.jsonl`` (130, real-user and red-teaming prompts; eight families): each scored
-  once with the v1.2.0 rules, then used to fix them.
+  once with the v1.2.0 rules, then used to fix them;
+- ``…_blind9.jsonl`` (120, XSTest-style; Llama-2, Vicuna, GPT-3.5, Claude 2.1, Zephyr, OLMo) and
+  ``…_blind10.jsonl`` (120, real-user; eight families): scored once after the set 7–8 fixes, then set
+  10's misses were fixed.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -32,6 +35,8 @@ SETS = (
     ("other_model_styles_heldout.jsonl", "held out (scored once), then development"),
     ("other_model_styles_blind7.jsonl", "development"),
     ("other_model_styles_blind8.jsonl", "development"),
+    ("other_model_styles_blind9.jsonl", "development"),
+    ("other_model_styles_blind10.jsonl", "development"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
