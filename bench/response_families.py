@@ -13,7 +13,9 @@ not see the classifier or the other sets:
   once with the v1.2.0 rules, then used to fix them;
 - ``…_blind9.jsonl`` (120, XSTest-style; Llama-2, Vicuna, GPT-3.5, Claude 2.1, Zephyr, OLMo) and
   ``…_blind10.jsonl`` (120, real-user; eight families): scored once after the set 7–8 fixes, then set
-  10's misses were fixed.
+  10's misses were fixed;
+- ``…_blind11.jsonl`` (120, real-user; eight more families) and ``…_blind12.jsonl`` (120, XSTest-style;
+  six more): scored once with the final rules.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -37,13 +39,15 @@ SETS = (
     ("other_model_styles_blind8.jsonl", "development"),
     ("other_model_styles_blind9.jsonl", "development"),
     ("other_model_styles_blind10.jsonl", "development"),
+    ("other_model_styles_blind11.jsonl", "held out (scored once)"),
+    ("other_model_styles_blind12.jsonl", "held out (scored once)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
 def score(clf, rows: list[dict], use_cascade: bool) -> dict:
     """Accuracy overall, per family and per kind; how often the refusal starts at the labelled sentence."""
-    from classifiers.evaluation import evaluate
+    from classifiers.evaluation import evaluate, starts_at_labelled_sentence
 
     d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=use_cascade)
     y = [int(r["refusal"]) for r in rows]
@@ -52,8 +56,8 @@ def score(clf, rows: list[dict], use_cascade: bool) -> dict:
     for key in ("model_style", "kind"):
         groups = evaluate(y, yp, groups=[r[key] for r in rows])["groups"]
         out[f"by_{key}"] = {g: f"{round(m['accuracy'] * m['n'])}/{m['n']}" for g, m in groups.items()}
-    found = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
-    out["refusal_start_within_3_chars"] = f"{sum(abs(a - b) <= 3 for a, b in found)}/{len(found)}"
+    found = [(x["refusal_start"], r) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
+    out["refusal_start_at_labelled_sentence"] = f"{sum(starts_at_labelled_sentence(a, r) for a, r in found)}/{len(found)}"
     out["wrong"] = [r["id"] for r, a, b in zip(rows, y, yp) if a != b]
     return out
 
@@ -75,9 +79,9 @@ def main(argv=None) -> list[dict]:
         for cascade in (False, True):
             res = score(clf, rows, cascade)
             print(f"{name} ({role}) {'cascade' if cascade else 'full'}: {res['correct']}/{res['n']} = {res['accuracy']:.3f}")
-            print(f"   families {res['by_model_style']}\n   kinds {res['by_kind']}  refusal_start {res['refusal_start_within_3_chars']}")
+            print(f"   families {res['by_model_style']}\n   kinds {res['by_kind']}  refusal_start {res['refusal_start_at_labelled_sentence']}")
             table.append({"set": name, "role": role, "cascade": cascade, "version": clf.version,
-                          **{k: res[k] for k in ("n", "accuracy", "refusal_start_within_3_chars")}})  # fmt: skip
+                          **{k: res[k] for k in ("n", "accuracy", "refusal_start_at_labelled_sentence")}})  # fmt: skip
     if a.card:
         from classifiers.persist import write_model_card
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -67,3 +68,15 @@ def evaluate(y_true, y_pred, p=None, groups=None, true_kinds=None, pred_kinds=No
             g: binary_metrics(y[ix], yp[ix], None if pp is None else pp[ix]) for g, ix in sorted(by.items())
         }
     return res
+
+
+_CONNECTIVE = re.compile(r"(?:however|but|though|unfortunately|no|sorry|that said)[,.!:]?", re.IGNORECASE)
+
+
+def starts_at_labelled_sentence(start: int, row: dict) -> bool:
+    """``start`` is within 3 characters of the labelled refusing sentence, or only a connective
+    ("However, ", "No. ") lies between them."""
+    label = row["response"].index(row["refusal_sentence"])
+    if abs(start - label) <= 3:
+        return True
+    return start < label and _CONNECTIVE.fullmatch(row["response"][start:label].strip()) is not None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from classifiers import load_default_response_classifier
+from classifiers.evaluation import starts_at_labelled_sentence
 from classifiers.response import MODELS_DIR, ResponseClassifier, load_response_classifier
 
 HELP = (
@@ -181,6 +182,10 @@ def _other_family_rows(name: str) -> list[dict]:
         # misses then drove the typographic-apostrophe and other-words fixes
         ("other_model_styles_blind9.jsonl", 3, 2),
         ("other_model_styles_blind10.jsonl", 3, 2),
+        # written blind and scored once after those fixes: 114/120 and 116/120 (cascade 113, 115; the
+        # rules at the start of that round: 110/120, 114/120); pins that level
+        ("other_model_styles_blind11.jsonl", 7, 1),
+        ("other_model_styles_blind12.jsonl", 5, 1),
     ],
 )
 def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
@@ -194,8 +199,8 @@ def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
         d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
         wrong = [r["id"] for x, r in zip(d, rows) if x["refusal"] != r["refusal"]]
         assert len(wrong) <= max_wrong, wrong
-        starts = [(x["refusal_start"], r["response"].index(r["refusal_sentence"])) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
-        assert sum(abs(a - b) <= 3 for a, b in starts) >= len(starts) - max_start_off
+        starts = [(x["refusal_start"], r) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
+        assert sum(starts_at_labelled_sentence(a, r) for a, r in starts) >= len(starts) - max_start_off
 
 
 def test_fast_tfidf_transform_equals_sklearn(clf):
