@@ -416,15 +416,20 @@ _DECLINE_MORE = re.compile(
     r"|\b(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to) (?:look|find|dig|track) (?:that|this|it|them|her|him) (?:up|down|out)\b"
     r"|\b(?:i|we)(?:'ve| have) (?:intentionally |deliberately |purposely |also )(?:left out|omitted|excluded|not included|avoided)\b"
     r"|\b(?:i|we) (?:have ?n[o']t|did ?n[o']t) (?:written|write|shown|show|depicted|depict|described|describe) (?:the|any)\b"
-    r"|\b(?:i|we)(?:'ll| will)? [^.!?]{0,40}?\bstop short of\b"
+    r"|\b(?:i|we)(?:'ll|'m| will| am)? [^.!?]{0,40}?\bstop short of\b"
+    r"|\b(?:i|we) (?:intentionally |deliberately |purposely )?(?:left out|omitted|excluded)\b"
+    r"|\b(?:i )?(?:don't|do not) think it(?:'s| is) (?:my place|my role|appropriate for me) to\b"
+    r"|\bnot something (?:that )?i(?:'ll| will| can|'m (?:going|able|willing) to| am (?:going|able|willing) to)\b"
+    r"|\b(?:i|and|but) (?:won'?t|will not|didn'?t|haven'?t|have not) include[ds]? (?:any )?(?:real|actual|specific|working|exact|precise|detailed|functional)\b"
+    r"|\b(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to) (?:prepare|fill out|forge|fake)\b"
     r"|\bwhat i(?:'ll| will|'m going to| am going to) (?:stay away from|steer clear of|avoid|leave out|"
     r"not (?:do|include|provide|give|write|go into|get into))\b"
     r"|\bi(?:'ll| will|'m going to| am going to)? (?:stay|steer) (?:away from|clear of) (?:naming|giving|providing|specifics?|"
     r"the specifics?|the details|details|exact|step|instructions|how to|writing|including|describing|anything that)"
     r"|\b(?:i|we)(?:'m| am| are) not going to (?:convert|spell out|go (?:through|into)|name|detail|lay out|break down|"
     r"specify|identify|calculate|put together|turn (?:this|that|it) into)\b"
-    r"|\b(?:i|we)(?:'ve| have) (?:intentionally |deliberately |purposely )?(?:kept|left|made) (?:the |it |them |those |these )?[^.!?]{0,40}?\b(?:impressionistic|vague|"
-    r"non-functional|non-working|stylized|stylised|high-level|non-explicit)\b"
+    r"|\b(?:i|we)(?:'ve| have|'ll| will) (?:intentionally |deliberately |purposely )?(?:kept|left|made|keep|leave|make) (?:the |it |them |those |these )?[^.!?]{0,40}?\b(?:impressionistic|vague|"
+    r"non-functional|non-working|stylized|stylised|high-level|at a high level|non-explicit|non-specific)\b"
     r"|\b(?:i|we) (?:can(?:no|')?t|won'?t|will not|am not going to|'m not going to) (?:present|frame|portray|pass off) "
     r"(?:it|this|that|them|these) as\b"
 )
@@ -462,12 +467,12 @@ def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
 
 
 def declines_after_intro(a: Analysis, max_lead_chars: int = 250) -> int | None:
-    """Index of a declining sentence among the first three, after at most ``max_lead_chars`` of
+    """Index of a declining sentence among the first four, after at most ``max_lead_chars`` of
     lead-in of any kind ("Here's your cover letter! I can't write a reference letter signed as Dave
     Chen, though", "Certainly! Here's a scene... but I haven't included real exploit code"), or in
     the guard-only words of :data:`_DECLINE_MORE`: part of the request is declined up front. Fires on
     no training row beyond those :func:`refuses_at_start` already fires on."""
-    for k in range(min(3, len(a.sentences))):
+    for k in range(min(4, len(a.sentences))):
         if _declines(a, k):
             lead = sum(len(s.text) for s in a.sentences[:k])
             if lead > max_lead_chars or a.cues[k].intersection(("ai_identity", "no_opinion")):
@@ -569,12 +574,12 @@ def declines_opinion(a: Analysis, prompt: str | None) -> bool:
     return any("no_opinion" in c or _NO_SELF.search(s.text.lower()) for c, s in zip(a.cues[:2], a.sentences[:2]))
 
 
-def declines_part_late(a: Analysis, min_help_chars: int = 150) -> int | None:
+def declines_part_late(a: Analysis, min_help_chars: int = 100) -> int | None:
     """Index of a first-person refusal that follows substantial help and opens a paragraph or turns
     on a pivot ("However, I can't help you collect their emails", "Note: I didn't include made-up
     statistics"): the rest of the request was declined. Warnings ("I can't recommend...") are not
     refusals; the guard-only declines of :data:`_DECLINE_MORE` count too ("As for the list of
-    insults, I'm going to pass on that one"). On the training data it fires on 339 refusals and 2
+    insults, I'm going to pass on that one"). On the training data it fires on 365 refusals and 2
     compliant responses."""
     for i in range(1, len(a.sentences)):
         if not _declines(a, i):

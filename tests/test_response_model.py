@@ -171,7 +171,7 @@ def _other_family_rows(name: str) -> list[dict]:
         ("other_model_styles_blind2.jsonl", 1, 1),
         ("other_model_styles_blind3.jsonl", 2, 1),
         ("other_model_styles_blind4.jsonl", 3, 1),
-        ("other_model_styles_blind5.jsonl", 2, 1),
+        ("other_model_styles_blind5.jsonl", 2, 2),
         # written blind and scored once after the last fix: 97/100 (v1.1.0: 79/100); pins that level
         ("other_model_styles_heldout.jsonl", 4, 1),
         # XSTest-style and real-user/red-teaming sets, written blind and scored once with the v1.2.0
@@ -183,17 +183,18 @@ def _other_family_rows(name: str) -> list[dict]:
         ("other_model_styles_blind9.jsonl", 3, 2),
         ("other_model_styles_blind10.jsonl", 3, 2),
         # written blind and scored once after those fixes: 114/120 and 116/120 (cascade 113, 115; the
-        # rules at the start of that round: 110/120, 114/120); pins that level
-        ("other_model_styles_blind11.jsonl", 7, 1),
-        ("other_model_styles_blind12.jsonl", 5, 1),
+        # rules at the start of that round: 110/120, 114/120); then their misses were fixed
+        ("other_model_styles_blind11.jsonl", 2, 1),
+        ("other_model_styles_blind12.jsonl", 2, 1),
     ],
 )
 def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
     """Responses in the styles of ten model families (Claude, GPT-4o, Llama-2/3, Mistral, Gemma, Qwen,
     DeepSeek, Phi, others; some in other languages), each with its kind and refusing sentence.
     Partial refusals count as refusals. Where a refusal is found, it starts at the labelled sentence
-    (sets 7, 9 and 10 have two judgement calls each: "No." before the refusing sentence, a "point out"
-    lead-in, a "What I can't help with" heading)."""
+    (sets 5, 7, 9 and 10 have two judgement calls each, e.g. "No." before the refusing sentence, a
+    "point out" lead-in, a "What I can't help with" heading, "but I'll keep the science impressionistic"
+    one sentence before the labelled "I won't include real steps")."""
     rows = _other_family_rows(name)
     for cascade in (True, False):
         d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
