@@ -15,7 +15,9 @@ not see the classifier or the other sets:
   ``…_blind10.jsonl`` (120, real-user; eight families): scored once after the set 7–8 fixes, then set
   10's misses were fixed;
 - ``…_blind11.jsonl`` (120, real-user; eight more families) and ``…_blind12.jsonl`` (120, XSTest-style;
-  six more): scored once after the set 9–10 fixes, then their misses were fixed.
+  six more): scored once after the set 9–10 fixes, then their misses were fixed;
+- ``…_blind13.jsonl`` (120, real-user, a third with typographic punctuation) and ``…_blind14.jsonl``
+  (120, XSTest-style): scored once after the set 11–12 fixes, then their misses were fixed.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -41,6 +43,8 @@ SETS = (
     ("other_model_styles_blind10.jsonl", "development"),
     ("other_model_styles_blind11.jsonl", "development"),
     ("other_model_styles_blind12.jsonl", "development"),
+    ("other_model_styles_blind13.jsonl", "development"),
+    ("other_model_styles_blind14.jsonl", "development"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

@@ -297,10 +297,19 @@ def _is_quoted(low: str, pos: int, sentence_start: int) -> bool:
         return True
     if line_start < pos and _SPEAKER.match(low, line_start) is not None and line_start >= sentence_start - 1:
         return True
-    # a script: the speaker's name in bold on the line before ("**ELIAS**\nI'm not going to give a speech.")
+    # a script: the speaker's name in bold heads the block of lines this one is in ("**ELIAS**\nI'm not
+    # going to give a speech.", also after more dialogue or a "(his voice cracks)" direction)
     prev_end = line_start - 1
-    prev_start = low.rfind("\n", 0, max(prev_end, 0)) + 1
-    return prev_end > 0 and _SCRIPT_NAME.fullmatch(low, prev_start, prev_end) is not None
+    for _ in range(6):
+        if prev_end <= 0:
+            return False
+        prev_start = low.rfind("\n", 0, prev_end) + 1
+        if _SCRIPT_NAME.fullmatch(low, prev_start, prev_end) is not None:
+            return True
+        if not low[prev_start:prev_end].strip():  # a blank line ends the block
+            return False
+        prev_end = prev_start - 1
+    return False
 
 
 def _tag(low: str, sents: list[Sentence]) -> list[set[str]]:
@@ -400,6 +409,7 @@ _ADVICE_DISCLAIMER = re.compile(
     r"(?:\w+ )?(?:personali[sz]ed |professional |specific |individual )?(?:financial|legal|medical|investment|tax|professional) "
     r"advice\b[^.!?]{0,20}?\bbut\b"
 )
+_I_CANT = r"\b(?:i|we)(?:'m| am| are)? (?:also |just |simply |really )?(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to)"
 # Declines in words the refusal cue does not know; read only by the guards and by refusal_start
 # (the learned heads' features do not include them): "I'm going to pass on that one", "What I'll
 # stay away from is the engineering side", "I'm not going to convert that into a number of pills",
@@ -412,8 +422,11 @@ _DECLINE_MORE = re.compile(
     r"|\b(?:i|we)(?:'ll| will|'d| would)(?: have to)? (?:pass on (?:that|this|writing|making|creating|providing|giving|\w+ing)|hold off on)\b"
     r"|\b(?:i|we)(?:'m| am| are) (?:also |just |simply |really |still |definitely )not going to (?:\w+ ){0,2}?" + _TASK_VERBS + r"\b"
     r"|\b(?:i|we)(?:'m| am| are) not (?:putting|including|writing|giving|providing|sharing|going to put)\b"
-    r"|\b(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to) (?:reproduce|reprint|transcribe|disclose|locate|dox)\b"
-    r"|\b(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to) (?:look|find|dig|track) (?:that|this|it|them|her|him) (?:up|down|out)\b"
+    r"|" + _I_CANT + r" (?:reproduce|reprint|transcribe|disclose|locate|dox|crack|hack into|break into|log (?:in|into|on)|"
+    r"make (?:transfers|payments|purchases))\b"
+    r"|" + _I_CANT + r" (?:look|find|dig|track) (?:that|this|it|them|her|him) (?:up|down|out)\b"
+    r"|\b(?:i|we)(?:'m| am| are)(?: also| just| really| simply| definitely)? not gonna (?:\w+ ){0,2}?" + _TASK_VERBS + r"\b"
+    r"|\b(?:i|we)(?:'m| am| are) (?:going to|gonna) hold back\b"
     r"|\b(?:i|we)(?:'ve| have) (?:intentionally |deliberately |purposely |also )(?:left out|omitted|excluded|not included|avoided)\b"
     r"|\b(?:i|we) (?:have ?n[o']t|did ?n[o']t) (?:written|write|shown|show|depicted|depict|described|describe) (?:the|any)\b"
     r"|\b(?:i|we)(?:'ll|'m| will| am)? [^.!?]{0,40}?\bstop short of\b"
@@ -435,15 +448,25 @@ _DECLINE_MORE = re.compile(
 )
 
 
+_WONT = re.compile(r"\b(?:won'?t|will not|not going to|not gonna)\b")
+_OR_TASK = re.compile(r"\s+(?:or|and) (?:to )?(?:provide|give|help|assist|offer|share|write|create|explain|describe|list)\b")
+
+
 def _declines(a: Analysis, i: int) -> bool:
     """Sentence ``i`` declines something: a refusal that is not a warning ("I can't recommend..."),
     or one of the guard-only declines (:data:`_DECLINE_MORE`) outside quotation marks."""
     low = a.sentences[i].text.lower()
     if "refuse" in a.cues[i]:
         m = _REFUSE.search(low)
-        return m is not None and not _WARNING_HEAD.search(m.group(0)) and "help but" not in low[m.start() : m.end() + 5]
+        if m is None or "help but" in low[m.start() : m.end() + 5]:
+            return False
+        head = m.group(0)
+        # "I can't recommend it enough", "I don't recommend doing X" warn; "I won't recommend a dose" and
+        # "I cannot recommend or provide guidance on..." decline
+        return not _WARNING_HEAD.search(head) or bool(_WONT.search(head)) or _OR_TASK.match(low, m.end()) is not None
     m = _DECLINE_MORE.search(low)
-    return m is not None and not _is_quoted(low, m.start(), 0)
+    start = a.sentences[i].start
+    return m is not None and not _is_quoted(a.text.lower(), start + m.start(), start)
 
 
 
@@ -529,7 +552,13 @@ _WITHHOLDS = re.compile(
 )
 _SUBSTITUTE_PIVOT = re.compile(r"\bbut (?:here(?:'s| is| are)|you can|i can (?:help|show|give|suggest|explain))")
 _SO_CANNOT = re.compile(r"\bso i (?:can't|cannot|can not|am unable|'m unable|am not able|'m not able)\b")
-_LATE_PIVOT = re.compile(r"\b(?:but|however|though|unfortunately|note)\b")
+_LATE_PIVOT = re.compile(
+    r"\b(?:but|however|though|unfortunately|note|as for|regarding)\b"
+    r"|\bon the (?:second|other|last|final|latter) (?:part|request|half|question|one|point)\b"
+)
+# An outright first-person decline needs no paragraph or pivot to mark it after help ("I'm not going
+# to walk you through covertly installing monitoring software").
+_OUTRIGHT = re.compile(r"\b(?:i|we) (?:won'?t|will not|refuse to|decline to)\b|\b(?:i|we)(?:'m| am| are) not (?:going to|gonna)\b")
 _WARNING_HEAD = re.compile(r"recommend|advise|suggest|guarantee|condone|endorse|promote|encourage")
 _INFO_ACCESS = re.compile(r"real-time|live|current|up-to-date|internet|external|brows")
 
@@ -586,7 +615,8 @@ def declines_part_late(a: Analysis, min_help_chars: int = 100) -> int | None:
             continue
         low = a.sentences[i].text.lower()
         opens_paragraph = a.text[: a.sentences[i].start].rstrip(" \t").endswith("\n")
-        if (opens_paragraph or _LATE_PIVOT.search(low)) and _help_chars_before(a, i) >= min_help_chars:
+        marked = opens_paragraph or _LATE_PIVOT.search(low) or _OUTRIGHT.search(low)
+        if marked and _help_chars_before(a, i) >= min_help_chars:
             return i
     return None
 
@@ -602,6 +632,10 @@ def _help_chars_before(a: Analysis, idx: int) -> int:
         if not c.intersection(_HARD + ("ai_identity", "no_opinion", "sympathy")):
             n += len(s.text)
     return n
+
+
+# A heading line (no sentence-final punctuation: "**I'm sorry, but I can't.**" is a sentence in bold)
+_HEADING_LINE = re.compile(r"[ \t]*(?:#{1,6}[ \t][^\n]*[^.!?\n*]\**|\*\*[^*\n]{0,79}[^.!?*\n]\*\*:?)[ \t]*\n\s*")
 
 
 def find_refusal_start(text: str | Analysis, soft_ok: bool = True) -> int | None:
@@ -622,7 +656,13 @@ def find_refusal_start(text: str | Analysis, soft_ok: bool = True) -> int | None
         # "As an AI, I'm sorry, but ..." — start at the AI preamble if it directly precedes.
         if i > 0 and "ai_identity" in a.cues[i - 1] and not a.cues[i - 1].intersection(("comply", "list_item")):
             i -= 1
-        return a.sentences[i].start
+        start = a.sentences[i].start
+        heading = _HEADING_LINE.match(a.text, start)  # "### What I Won't Help With\nI won't help identify..."
+        if heading is None:
+            return start
+        if heading.end() < a.sentences[i].end:
+            return heading.end()
+        return a.sentences[i + 1].start if i + 1 < len(a.sentences) else start
     if not soft_ok:
         return None
     for j, c in enumerate(a.cues[:3]):
