@@ -17,7 +17,9 @@ not see the classifier or the other sets:
 - ``…_blind11.jsonl`` (120, real-user; eight more families) and ``…_blind12.jsonl`` (120, XSTest-style;
   six more): scored once after the set 9–10 fixes, then their misses were fixed;
 - ``…_blind13.jsonl`` (120, real-user, a third with typographic punctuation) and ``…_blind14.jsonl``
-  (120, XSTest-style): scored once after the set 11–12 fixes, then their misses were fixed.
+  (120, XSTest-style): scored once after the set 11–12 fixes, then their misses were fixed;
+- ``…_blind15.jsonl`` (120, real-user, a third typographic) and ``…_blind16.jsonl`` (120, XSTest-style,
+  a quarter typographic): scored once with the final rules — held out.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -45,6 +47,8 @@ SETS = (
     ("other_model_styles_blind12.jsonl", "development"),
     ("other_model_styles_blind13.jsonl", "development"),
     ("other_model_styles_blind14.jsonl", "development"),
+    ("other_model_styles_blind15.jsonl", "held out (scored once)"),
+    ("other_model_styles_blind16.jsonl", "held out (scored once)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
