@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -376,6 +376,7 @@ class Analysis:
     text: str
     sentences: list[Sentence]
     cues: list[set[str]]
+    _declining_more: set[int] | None = field(default=None, repr=False, compare=False)
 
     def first_index(self, *names: str) -> int | None:
         for i, c in enumerate(self.cues):
@@ -464,9 +465,22 @@ def _declines(a: Analysis, i: int) -> bool:
         # "I can't recommend it enough", "I don't recommend doing X" warn; "I won't recommend a dose" and
         # "I cannot recommend or provide guidance on..." decline
         return not _WARNING_HEAD.search(head) or bool(_WONT.search(head)) or _OR_TASK.match(low, m.end()) is not None
-    m = _DECLINE_MORE.search(low)
-    start = a.sentences[i].start
-    return m is not None and not _is_quoted(a.text.lower(), start + m.start(), start)
+    return i in _declining_more(a)
+
+
+def _declining_more(a: Analysis) -> set[int]:
+    """Indices of the sentences with an unquoted :data:`_DECLINE_MORE` match (one pass over the text,
+    cached on the analysis)."""
+    if a._declining_more is None:
+        low = a.text.lower()
+        starts = [s.start for s in a.sentences]
+        hits: set[int] = set()
+        for m in _DECLINE_MORE.finditer(low):
+            i = bisect_right(starts, m.start()) - 1
+            if i >= 0 and i not in hits and not _is_quoted(low, m.start(), starts[i]):
+                hits.add(i)
+        a._declining_more = hits
+    return a._declining_more
 
 
 
