@@ -184,6 +184,24 @@ class FineTunedMiniLM(BaseEstimator):
 
     # -- persistence --
 
+    def trained_arrays(self) -> dict[str, np.ndarray]:
+        """The trained tensors only (top layers and head), as float16 arrays."""
+        return {k: v.detach().to(_torch().float16).numpy().copy() for k, v in self._trained_tensors().items()}
+
+    @classmethod
+    def from_arrays(cls, params: dict, arrays: dict, source: str = "arrays") -> FineTunedMiniLM:
+        """Rebuild the model from the wheel's MiniLM and :meth:`trained_arrays` (``source`` names them in errors)."""
+        self = cls(**params)
+        torch = self._build()
+        if set(arrays) != set(self._trained_tensors()):
+            raise ValueError(f"{source}: tensors do not match train_layers={self.train_layers}")
+        with torch.no_grad():
+            for name, param in self._trained_tensors().items():
+                param.copy_(torch.as_tensor(np.asarray(arrays[name])).to(param.dtype))
+        self.encoder_.eval()
+        self.classes_ = np.array([0, 1])
+        return self
+
     def save(self, directory: str | Path) -> None:
         """Write ``finetuned.safetensors`` (the trained tensors only, as float16) and ``finetuned.json``."""
         from safetensors.torch import save_file
@@ -203,18 +221,8 @@ class FineTunedMiniLM(BaseEstimator):
         meta = json.loads((directory / "finetuned.json").read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory / 'finetuned.json'}: format: expected {FORMAT!r}, got {meta.get('format')!r}")
-        self = cls(**meta["params"])
-        torch = self._build()
         tensors = load_file(str(directory / "finetuned.safetensors"))
-        expected = set(self._trained_tensors())
-        if set(tensors) != expected:
-            raise ValueError(f"{directory / 'finetuned.safetensors'}: tensors do not match train_layers={self.train_layers}")
-        with torch.no_grad():
-            for name, param in self._trained_tensors().items():
-                param.copy_(tensors[name].to(param.dtype))
-        self.encoder_.eval()
-        self.classes_ = np.array([0, 1])
-        return self
+        return cls.from_arrays(meta["params"], tensors, source=str(directory / "finetuned.safetensors"))
 
 
 def fusion_split(y, fraction: float = 0.2, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,9 @@ Models (scikit-learn contract: parameters in ``__init__``, learned state in ``at
 * ``model="auto"`` (default) — candidates ``tfidf_lr`` (TF-IDF 1–2-grams, sublinear tf, LR),
   ``minilm_lr`` (MiniLM sentence embeddings, LR with C chosen by inner CV), ``minilm_svm`` (MiniLM +
   RBF SVM), ``blend`` (mean standardised score of ``minilm_lr`` and ``minilm_svm``) and, when asked
-  for, ``minilm_xgb`` (MiniLM + XGBoost; not in the default list: slow). Out-of-fold scores of every
+  for, ``minilm_xgb`` (MiniLM + XGBoost), ``minilm_ft`` (MiniLM fine-tuned on the prompts) and
+  ``minilm_ft_svm`` (its standardised score blended with ``minilm_svm``; not in the default list: slow).
+  Out-of-fold scores of every
   candidate are computed by stratified K-fold; each is calibrated by temperature, Platt or isotonic
   regression, and the (candidate, calibrator) pair with the lowest held-out log loss is chosen (the
   calibrator is fitted and scored by a second K-fold over the out-of-fold scores). The chosen base
@@ -39,8 +41,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 FORMAT_VERSION = 1
 #: All candidates; ``DEFAULT_CANDIDATES`` leaves out XGBoost, which is slow on 2 shared cores and was not
-#: better on the paper data (docs/benchmarks.md).
-CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_svm", "minilm_xgb", "blend")
+#: better on the paper data, and the fine-tuned MiniLM (``minilm_ft``, ``minilm_ft_svm``), which takes
+#: ~1 min per fit of 1,000 prompts here — six fits for a calibrated model (docs/benchmarks.md).
+CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_svm", "minilm_xgb", "blend", "minilm_ft", "minilm_ft_svm")
 DEFAULT_CANDIDATES = ("tfidf_lr", "minilm_lr", "minilm_svm", "blend")
 CALIBRATORS = ("temperature", "platt", "isotonic")
 _EPS = 1e-6
@@ -400,9 +403,55 @@ class _Blend:
         return m
 
 
+class _MiniLMFineTuned:
+    """MiniLM fine-tuned on the prompts themselves (:class:`classifiers.finetune.FineTunedMiniLM`: all six
+    layers and a linear head, the first 64 tokens, 4 epochs); the head's logit is the score."""
+
+    def __init__(self, random_state=0, max_length=64, epochs=4):
+        self.random_state = random_state
+        self.max_length = max_length
+        self.epochs = epochs
+
+    def fit(self, texts, y, emb=None):
+        from classifiers.finetune import FineTunedMiniLM
+
+        fitted = FineTunedMiniLM(max_length=self.max_length, epochs=self.epochs, random_state=self.random_state)
+        fitted.fit(list(texts), np.asarray(y))
+        # keep the float16 weights that save() writes, so a reloaded model predicts exactly the same
+        self.model = FineTunedMiniLM.from_arrays(fitted.get_params(), fitted.trained_arrays())
+        return self
+
+    def logit(self, texts, emb=None):
+        return self.model.decision_function(list(texts))
+
+    def state(self):
+        return {"kind": "minilm_ft", "params": self.model.get_params()}, self.model.trained_arrays()
+
+    @classmethod
+    def restore(cls, meta, arrays):
+        from classifiers.finetune import FineTunedMiniLM
+
+        m = cls(random_state=meta["params"]["random_state"], max_length=meta["params"]["max_length"],
+                epochs=meta["params"]["epochs"])
+        m.model = FineTunedMiniLM.from_arrays(meta["params"], arrays, source="arrays.npz (minilm_ft)")
+        return m
+
+
+class _FineTunedSVMBlend(_Blend):
+    """Mean of the standardised scores of ``minilm_ft`` and ``minilm_svm`` (scales from the training fit)."""
+
+    def __init__(self, random_state=0):
+        self.parts = [_MiniLMFineTuned(random_state), _MiniLMSVM(random_state)]
+        self.scales = [1.0, 1.0]
+
+    def state(self):
+        meta, arrays = super().state()
+        return dict(meta, kind="minilm_ft_svm"), arrays
+
+
 _KINDS = {"tfidf_lr": _Tfidf, "minilm_lr": _MiniLMLR, "minilm_svm": _MiniLMSVM, "minilm_xgb": _MiniLMXGB,
-          "blend": _Blend}
-_USES_EMBEDDINGS = {"minilm_lr", "minilm_svm", "minilm_xgb", "blend"}
+          "blend": _Blend, "minilm_ft": _MiniLMFineTuned, "minilm_ft_svm": _FineTunedSVMBlend}
+_USES_EMBEDDINGS = {"minilm_lr", "minilm_svm", "minilm_xgb", "blend", "minilm_ft", "minilm_ft_svm"}
 
 
 def _make_base(kind: str, random_state: int = 0):
@@ -418,6 +467,10 @@ def _make_base(kind: str, random_state: int = 0):
         return _MiniLMXGB(random_state)
     if kind == "blend":
         return _Blend(random_state)
+    if kind == "minilm_ft":
+        return _MiniLMFineTuned(random_state)
+    if kind == "minilm_ft_svm":
+        return _FineTunedSVMBlend(random_state)
     raise ValueError(f"unknown model {kind!r}; use baseline, auto or one of {', '.join(CANDIDATES)}")
 
 
