@@ -407,16 +407,17 @@ class _MiniLMFineTuned:
     """MiniLM fine-tuned on the prompts themselves (:class:`classifiers.finetune.FineTunedMiniLM`: all six
     layers and a linear head, the first 64 tokens, 4 epochs); the head's logit is the score."""
 
-    def __init__(self, random_state=0, max_length=64, epochs=4):
+    def __init__(self, random_state=0, max_length=64, epochs=4, progress=False):
         self.random_state = random_state
         self.max_length = max_length
         self.epochs = epochs
+        self.progress = progress
 
     def fit(self, texts, y, emb=None):
         from classifiers.finetune import FineTunedMiniLM
 
         fitted = FineTunedMiniLM(max_length=self.max_length, epochs=self.epochs, random_state=self.random_state)
-        fitted.fit(list(texts), np.asarray(y))
+        fitted.fit(list(texts), np.asarray(y), progress=self.progress)
         # keep the float16 weights that save() writes, so a reloaded model predicts exactly the same
         self.model = FineTunedMiniLM.from_arrays(fitted.get_params(), fitted.trained_arrays())
         return self
@@ -440,8 +441,8 @@ class _MiniLMFineTuned:
 class _FineTunedSVMBlend(_Blend):
     """Mean of the standardised scores of ``minilm_ft`` and ``minilm_svm`` (scales from the training fit)."""
 
-    def __init__(self, random_state=0):
-        self.parts = [_MiniLMFineTuned(random_state), _MiniLMSVM(random_state)]
+    def __init__(self, random_state=0, progress=False):
+        self.parts = [_MiniLMFineTuned(random_state, progress=progress), _MiniLMSVM(random_state)]
         self.scales = [1.0, 1.0]
 
     def state(self):
@@ -454,7 +455,7 @@ _KINDS = {"tfidf_lr": _Tfidf, "minilm_lr": _MiniLMLR, "minilm_svm": _MiniLMSVM, 
 _USES_EMBEDDINGS = {"minilm_lr", "minilm_svm", "minilm_xgb", "blend", "minilm_ft", "minilm_ft_svm"}
 
 
-def _make_base(kind: str, random_state: int = 0):
+def _make_base(kind: str, random_state: int = 0, progress: bool = False):
     if kind == "baseline":
         return _Tfidf(ngram_range=(1, 3), sublinear_tf=False, C=10.0, solver="liblinear")
     if kind == "tfidf_lr":
@@ -468,9 +469,9 @@ def _make_base(kind: str, random_state: int = 0):
     if kind == "blend":
         return _Blend(random_state)
     if kind == "minilm_ft":
-        return _MiniLMFineTuned(random_state)
+        return _MiniLMFineTuned(random_state, progress=progress)
     if kind == "minilm_ft_svm":
-        return _FineTunedSVMBlend(random_state)
+        return _FineTunedSVMBlend(random_state, progress=progress)
     raise ValueError(f"unknown model {kind!r}; use baseline, auto or one of {', '.join(CANDIDATES)}")
 
 
@@ -518,7 +519,7 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
     def _oof_logits(self, kind: str, texts: list[str], y: np.ndarray, emb, folds) -> np.ndarray:
         z = np.zeros(len(y))
         for tr, te in folds:
-            base = _make_base(kind, self.random_state)
+            base = _make_base(kind, self.random_state, self.progress)
             sub_emb = None if emb is None else emb[tr]
             base.fit([texts[i] for i in tr], y[tr], sub_emb)
             z[te] = base.logit([texts[i] for i in te], None if emb is None else emb[te])
@@ -590,7 +591,7 @@ class PromptClassifier(ClassifierMixin, BaseEstimator):
         self.calibration_losses_ = scores[best]["calibration_losses"]
         self.calibrator_ = Calibrator(scores[best]["calibration"]).fit(oof[best], y)
         self.oof_p_ = self.calibrator_.predict(oof[best])  # cross-fitted (not fully nested) probabilities
-        self.base_ = _make_base(best, self.random_state).fit(texts, y, emb if best in _USES_EMBEDDINGS else None)
+        self.base_ = _make_base(best, self.random_state, self.progress).fit(texts, y, emb if best in _USES_EMBEDDINGS else None)
         self._fit_categories(texts, y, categories, oof[best], emb if best in _USES_EMBEDDINGS else None)
         return self
 

@@ -16,7 +16,7 @@ def train_prompt_cmd(
     out: Path = typer.Option(..., "--out", help="Directory to write the model (JSON + npz + model card)."),
     in_file: Path = typer.Option(None, "--in", help="Labelled CSV/JSON/JSONL: prompt, refusal, optional category."),
     run: str = typer.Option(None, "--run", help="Bootstrap from a labelled run (human labels over machine labels)."),
-    model: str = typer.Option("auto", "--model", help="auto | baseline | tfidf_lr | minilm_lr | minilm_svm | minilm_xgb | blend."),
+    model: str = typer.Option("auto", "--model", help="auto | baseline | tfidf_lr | minilm_lr | minilm_svm | minilm_xgb | blend | minilm_ft | minilm_ft_svm (fine-tuned; slow)."),
 ) -> None:
     """Train the prompt classifier from a labelled file or from a run's labels."""
     from audit.bootstrap import BootstrapError, train_prompt_from_file, train_prompt_from_run
