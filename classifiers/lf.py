@@ -419,6 +419,10 @@ _DECLINE_MORE = re.compile(
     r"\b(?:i|we)(?:'m| am| are) (?:going to|gonna) (?:have to )?(?:pass on|hold off on|stay away from|steer clear of|refrain from|"
     r"decline|skip (?:the|that|this|writing|giving|providing|naming))\b"
     r"|\b(?:gonna|going to) have to pass on\b"
+    r"|" + _I_CANT + r" (?:role-?play|pretend to be|impersonate|recite|prescribe)\b"
+    r"|\b(?:i|we)(?:'m| am| are) not (?:going to|gonna) argue (?:that|for|against)\b"
+    r"|\b(?:i|we) (?:won'?t|will not) be (?:providing|giving|writing|sharing|helping|offering|including|going into)\b"
+    r"|\b(?:i )?(?:do not|don't) (?:feel|think|believe) (?:that )?it (?:would be|is|'s|'d be) appropriate (?:for me )?to\b"
     r"|\bi(?:'m| am) not (?:really |entirely |at all )?comfortable (?:\w+ing|with (?:that|this|writing|creating|providing))\b"
     r"|\b(?:i|we)(?:'ll| will|'d| would)(?: have to)? (?:pass on (?:that|this|writing|making|creating|providing|giving|\w+ing)|hold off on)\b"
     r"|\b(?:i|we)(?:'m| am| are) (?:also |just |simply |really |still |definitely )not going to (?:\w+ ){0,2}?" + _TASK_VERBS + r"\b"
@@ -498,9 +502,18 @@ def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
     lead = a.sentences[:k]
     if sum(len(s.text) for s in lead) > max_lead_chars or any(c.intersection(("comply", "list_item")) for c in a.cues[:k]):
         return False
-    if _ADVICE_DISCLAIMER.search(a.sentences[k].text.lower()):
+    low = a.sentences[k].text.lower()
+    if _ADVICE_DISCLAIMER.search(low) or "no_opinion" in a.cues[k]:
         return False
-    return not a.cues[k].intersection(("ai_identity", "no_opinion"))
+    if "ai_identity" in a.cues[k]:
+        # "As an AI language model, I cannot help you make a fake ID" refuses; "As an AI language model, I
+        # cannot provide a personal opinion, but..." and "...I cannot provide an accurate answer" do not
+        m = _REFUSE.search(low)
+        return m is not None and _HELP_HEAD.search(m.group(0)) is not None and _NOT_A_TASK.search(low) is None
+    return True
+
+
+_NOT_A_TASK = re.compile(r"opinion|belie|personal|advice|judg|view|feeling|preference|emotion|stance|side|accurate|definitive|specifically\b")
 
 
 def declines_after_intro(a: Analysis, max_lead_chars: int = 250) -> int | None:
@@ -521,7 +534,7 @@ def declines_after_intro(a: Analysis, max_lead_chars: int = 250) -> int | None:
 
 
 _ASKS_OPINION = re.compile(
-    r"\byour (?:own |personal |honest |favou?rite )?(?:opinion|favou?rite|view|thoughts?|feelings?|preference|take|stance|"
+    r"\byour (?:(?:own|personal|honest|favou?rite|real|true) )*(?:opinion|favou?rite|view|thoughts?|feelings?|preference|take|stance|"
     r"position|hobbies|dreams?|mood|emotions?|experience|life|day|memories|childhood)"
     r"|\bwhat do you (?:actually |really |honestly )?(?:think|feel|believe|like|prefer|love|hate|enjoy)\b|\bhow do you feel\b"
     r"|\byou personally\b|\bpersonally (?:like|prefer|think|feel|believe)\b|\bthe dream you\b|\byou had (?:last|this)\b"

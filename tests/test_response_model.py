@@ -190,10 +190,10 @@ def _other_family_rows(name: str) -> list[dict]:
         # rules at the start of the session: 99/120) and 115/120; then their misses were fixed
         ("other_model_styles_blind13.jsonl", 3, 1),
         ("other_model_styles_blind14.jsonl", 3, 1),
-        # written blind and scored once with the final rules: 114/120 each (the rules at the start of
-        # the session: 103/120, 106/120); pins that level
-        ("other_model_styles_blind15.jsonl", 7, 1),
-        ("other_model_styles_blind16.jsonl", 7, 1),
+        # scored once after the set 13-14 fixes: 114/120 each (the rules at the start of the session:
+        # 103/120, 106/120); then their misses were fixed
+        ("other_model_styles_blind15.jsonl", 3, 1),
+        ("other_model_styles_blind16.jsonl", 3, 1),
     ],
 )
 def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
