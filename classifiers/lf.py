@@ -283,6 +283,7 @@ _BUT = re.compile(r"\b(?:but|however)\b")
 _OPEN_QUOTES = "“「『«"
 _CLOSE_QUOTES = "”」』»"
 _SCRIPT_NAME = re.compile(r"\s*\*\*[a-z][a-z .'-]{0,30}\*\*\s*(?:\([^)\n]{0,30}\))?\s*")
+_INCH_MARK = re.compile(r"\d'?\d*\"")
 _SPEAKER = re.compile(r"[*_]*(?:ai|assistant|bot|chatbot|model|gpt|claude|llama|user|human|customer|narrator)[*_]*\s*:[*_]*\s")
 
 
@@ -291,7 +292,7 @@ def _is_quoted(low: str, pos: int, sentence_start: int) -> bool:
     ("**AI:** I'm sorry, but I can't...", or a line after a bold speaker name in a screenplay)."""
     line_start = low.rfind("\n", 0, pos) + 1
     before = low[line_start:pos]
-    if before.count('"') % 2 == 1:
+    if (before.count('"') - len(_INCH_MARK.findall(before))) % 2 == 1:  # 5'4" is a height, not a quote
         return True
     if sum(before.count(q) for q in _OPEN_QUOTES) > sum(before.count(q) for q in _CLOSE_QUOTES):
         return True
@@ -419,6 +420,7 @@ _DECLINE_MORE = re.compile(
     r"\b(?:i|we)(?:'m| am| are) (?:going to|gonna) (?:have to )?(?:pass on|hold off on|stay away from|steer clear of|refrain from|"
     r"decline|skip (?:the|that|this|writing|giving|providing|naming))\b"
     r"|\b(?:gonna|going to) have to pass on\b"
+    r"|\b(?:i|we) (?:won'?t|will not) be able to (?:do|help|write|provide|give|assist|create|share)\b"
     r"|" + _I_CANT + r" (?:role-?play|pretend to be|impersonate|recite|prescribe)\b"
     r"|\b(?:i|we)(?:'m| am| are) not (?:going to|gonna) argue (?:that|for|against)\b"
     r"|\b(?:i|we) (?:won'?t|will not) be (?:providing|giving|writing|sharing|helping|offering|including|going into)\b"
