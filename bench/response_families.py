@@ -19,7 +19,10 @@ not see the classifier or the other sets:
 - ``…_blind13.jsonl`` (120, real-user, a third with typographic punctuation) and ``…_blind14.jsonl``
   (120, XSTest-style): scored once after the set 11–12 fixes, then their misses were fixed;
 - ``…_blind15.jsonl`` (120, real-user, a third typographic) and ``…_blind16.jsonl`` (120, XSTest-style,
-  a quarter typographic): scored once with the final rules — held out.
+  a quarter typographic): scored once after the set 13–14 fixes, then their misses were fixed;
+- ``…_blind18.jsonl`` (120, XSTest-style): scored once after the set 15–16 fixes, then one fix (inch marks
+  read as quotation marks); ``…_blind17.jsonl`` (120, real-user, a third typographic): scored once with
+  the final rules — held out.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -47,8 +50,10 @@ SETS = (
     ("other_model_styles_blind12.jsonl", "development"),
     ("other_model_styles_blind13.jsonl", "development"),
     ("other_model_styles_blind14.jsonl", "development"),
-    ("other_model_styles_blind15.jsonl", "held out (scored once)"),
-    ("other_model_styles_blind16.jsonl", "held out (scored once)"),
+    ("other_model_styles_blind15.jsonl", "development"),
+    ("other_model_styles_blind16.jsonl", "development"),
+    ("other_model_styles_blind17.jsonl", "held out (scored once)"),
+    ("other_model_styles_blind18.jsonl", "scored once, then one fix (development)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
