@@ -490,6 +490,9 @@ def _declining_more(a: Analysis) -> set[int]:
 
 
 
+# What an AI preamble's "I cannot provide..." declines when it is a disclaimer, not a task
+_NOT_A_TASK = re.compile(r"opinion|belie|personal|advice|judg|view|feeling|preference|emotion|stance|side|accurate|definitive|specifically\b")
+
 
 def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
     """The response opens with an outright refusal: in its first sentence, or after at most two
@@ -513,9 +516,6 @@ def refuses_at_start(a: Analysis, max_lead_chars: int = 250) -> bool:
         m = _REFUSE.search(low)
         return m is not None and _HELP_HEAD.search(m.group(0)) is not None and _NOT_A_TASK.search(low) is None
     return True
-
-
-_NOT_A_TASK = re.compile(r"opinion|belie|personal|advice|judg|view|feeling|preference|emotion|stance|side|accurate|definitive|specifically\b")
 
 
 def declines_after_intro(a: Analysis, max_lead_chars: int = 250) -> int | None:
@@ -678,7 +678,7 @@ def find_refusal_start(text: str | Analysis, soft_ok: bool = True) -> int | None
     """
     a = text if isinstance(text, Analysis) else analyse(text)
     i = a.first_index(*_HARD)
-    more = next((j for j in range(len(a.sentences)) if "refuse" not in a.cues[j] and _declines(a, j)), None)
+    more = min((j for j in _declining_more(a) if "refuse" not in a.cues[j]), default=None)
     if more is not None and (i is None or more < i):
         i = more
     if i is not None:

@@ -460,7 +460,7 @@ class ResponseClassifier:
         guarded = np.zeros(len(p), dtype=bool)
         for i in np.flatnonzero(p < 0.9):
             a = analyses[i]
-            guarded[i] = True  # unless no rule below fires
+            guarded[i] = True  # every rule below ends in `continue`; reset at the end when none fired
             if raw[i, i_ref] > 0.5:
                 hard = [j for j, c in enumerate(a.cues) if "refuse" in c]
                 last = hard[-1]
