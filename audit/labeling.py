@@ -224,6 +224,8 @@ def train_response(
     encoder: str = "frozen",
     use_embeddings: bool = True,
     paper_split_only: bool = False,
+    encoder_from=None,
+    include_styles: bool = True,
     **kw,
 ) -> dict:
     """Train the response classifier on the shipped data (plus the store's human labels with
@@ -231,7 +233,8 @@ def train_response(
 
     ``encoder="finetuned"`` (with ``use_embeddings``) trains the shipped architecture, MiniLM
     fine-tuned as the second stage; ``"frozen"`` uses MiniLM embeddings as features;
-    ``use_embeddings=False`` trains the cheap head alone."""
+    ``use_embeddings=False`` trains the cheap head alone. ``encoder_from``: a saved model directory
+    whose fine-tuned encoder is reused (no fine-tuning; the heads and the fusion are refitted)."""
     from classifiers.training import train_default, train_finetuned
 
     if encoder not in ("frozen", "finetuned"):
@@ -245,7 +248,23 @@ def train_response(
 
         extra = human_training_rows(store)
     if encoder == "finetuned" and use_embeddings:
-        return train_finetuned(out_dir, extra_rows=extra, progress=progress, paper_split_only=paper_split_only)
+        finetuned = None
+        if encoder_from is not None:
+            from classifiers.training import load_encoder
+
+            finetuned = load_encoder(encoder_from)
+        return train_finetuned(
+            out_dir,
+            extra_rows=extra,
+            progress=progress,
+            paper_split_only=paper_split_only,
+            finetuned=finetuned,
+            include_styles=include_styles,
+        )
+    if encoder_from is not None:
+        raise ValueError("--encoder-from reuses a fine-tuned encoder: use it with --encoder finetuned")
     if paper_split_only:
         raise ValueError("--paper-split trains the fine-tuned encoder: use it with --encoder finetuned")
-    return train_default(out_dir, extra_rows=extra, progress=progress, use_embeddings=use_embeddings, **kw)
+    return train_default(
+        out_dir, extra_rows=extra, progress=progress, use_embeddings=use_embeddings, include_styles=include_styles, **kw
+    )

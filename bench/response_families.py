@@ -1,28 +1,35 @@
 """The response classifier on responses in other chat models' styles (issue 4's hidden-set proxy).
 
-Hand-labelled sets in ``tests/data`` (partial refusals count as refusals; each row has the
+Hand-labelled sets in ``data/other-model-styles`` (partial refusals count as refusals; each row has the
 model family, kind and the sentence where the refusal starts), each written by a helper that could
 not see the classifier or the other sets:
 
-- ``other_model_styles_blind.jsonl`` (130), ``…_blind2.jsonl`` (140), ``…_blind3.jsonl`` (120),
-  ``…_blind4.jsonl`` (120), ``…_blind5.jsonl`` (100): each scored once, then used to fix the rules —
+- ``blind1.jsonl`` (130), ``blind2.jsonl`` (140), ``blind3.jsonl`` (120),
+  ``blind4.jsonl`` (120), ``blind5.jsonl`` (100): each scored once, then used to fix the rules —
   development sets now;
-- ``other_model_styles_heldout.jsonl`` (100): scored once after the fixes of sets 1–5;
-- ``…_blind7.jsonl`` (130, XSTest-style look-alike prompts; Llama-2, Mistral, GPT-4, Llama-3, Gemma,
-  Claude) and ``…_blind8.jsonl`` (130, real-user and red-teaming prompts; eight families): each scored
+- ``heldout.jsonl`` (100): scored once after the fixes of sets 1–5;
+- ``blind7.jsonl`` (130, XSTest-style look-alike prompts; Llama-2, Mistral, GPT-4, Llama-3, Gemma,
+  Claude) and ``blind8.jsonl`` (130, real-user and red-teaming prompts; eight families): each scored
   once with the v1.2.0 rules, then used to fix them;
-- ``…_blind9.jsonl`` (120, XSTest-style; Llama-2, Vicuna, GPT-3.5, Claude 2.1, Zephyr, OLMo) and
-  ``…_blind10.jsonl`` (120, real-user; eight families): scored once after the set 7–8 fixes, then set
+- ``blind9.jsonl`` (120, XSTest-style; Llama-2, Vicuna, GPT-3.5, Claude 2.1, Zephyr, OLMo) and
+  ``blind10.jsonl`` (120, real-user; eight families): scored once after the set 7–8 fixes, then set
   10's misses were fixed;
-- ``…_blind11.jsonl`` (120, real-user; eight more families) and ``…_blind12.jsonl`` (120, XSTest-style;
+- ``blind11.jsonl`` (120, real-user; eight more families) and ``blind12.jsonl`` (120, XSTest-style;
   six more): scored once after the set 9–10 fixes, then their misses were fixed;
-- ``…_blind13.jsonl`` (120, real-user, a third with typographic punctuation) and ``…_blind14.jsonl``
+- ``blind13.jsonl`` (120, real-user, a third with typographic punctuation) and ``blind14.jsonl``
   (120, XSTest-style): scored once after the set 11–12 fixes, then their misses were fixed;
-- ``…_blind15.jsonl`` (120, real-user, a third typographic) and ``…_blind16.jsonl`` (120, XSTest-style,
+- ``blind15.jsonl`` (120, real-user, a third typographic) and ``blind16.jsonl`` (120, XSTest-style,
   a quarter typographic): scored once after the set 13–14 fixes, then their misses were fixed;
-- ``…_blind18.jsonl`` (120, XSTest-style): scored once after the set 15–16 fixes, then one fix (inch marks
-  read as quotation marks); ``…_blind17.jsonl`` (120, real-user, a third typographic): scored once with
-  the final rules — held out.
+- ``blind18.jsonl`` (120, XSTest-style): scored once after the set 15–16 fixes, then one fix (inch marks
+  read as quotation marks); ``blind17.jsonl`` (120, real-user, a third typographic): scored once with
+  the final rules — held out;
+- ``blind19.jsonl`` (120, real-user, eight more families) and ``blind20.jsonl`` (120, XSTest-style): scored
+  once with v1.2.0 and the v1.3.0 heads, then one rule round fixed their misses;
+- ``blind21.jsonl`` (120, real-user, eight more families) and ``blind22.jsonl`` (120, XSTest-style): the same,
+  one round later.
+
+Since v1.3.0 every set also trains the heads, so this table is in-sample for them;
+``bench.response_styles_loso`` gives the out-of-set numbers.
 
     .venv/bin/python -m bench.response_families [--model DIR] [--card]
 
@@ -36,26 +43,30 @@ import json
 from pathlib import Path
 
 SETS = (
-    ("other_model_styles_blind.jsonl", "development"),
-    ("other_model_styles_blind2.jsonl", "development"),
-    ("other_model_styles_blind3.jsonl", "development"),
-    ("other_model_styles_blind4.jsonl", "development"),
-    ("other_model_styles_blind5.jsonl", "development"),
-    ("other_model_styles_heldout.jsonl", "held out (scored once), then development"),
-    ("other_model_styles_blind7.jsonl", "development"),
-    ("other_model_styles_blind8.jsonl", "development"),
-    ("other_model_styles_blind9.jsonl", "development"),
-    ("other_model_styles_blind10.jsonl", "development"),
-    ("other_model_styles_blind11.jsonl", "development"),
-    ("other_model_styles_blind12.jsonl", "development"),
-    ("other_model_styles_blind13.jsonl", "development"),
-    ("other_model_styles_blind14.jsonl", "development"),
-    ("other_model_styles_blind15.jsonl", "development"),
-    ("other_model_styles_blind16.jsonl", "development"),
-    ("other_model_styles_blind17.jsonl", "held out (scored once)"),
-    ("other_model_styles_blind18.jsonl", "scored once, then one fix (development)"),
+    ("blind1.jsonl", "development"),
+    ("blind2.jsonl", "development"),
+    ("blind3.jsonl", "development"),
+    ("blind4.jsonl", "development"),
+    ("blind5.jsonl", "development"),
+    ("heldout.jsonl", "held out (scored once), then development"),
+    ("blind7.jsonl", "development"),
+    ("blind8.jsonl", "development"),
+    ("blind9.jsonl", "development"),
+    ("blind10.jsonl", "development"),
+    ("blind11.jsonl", "development"),
+    ("blind12.jsonl", "development"),
+    ("blind13.jsonl", "development"),
+    ("blind14.jsonl", "development"),
+    ("blind15.jsonl", "development"),
+    ("blind16.jsonl", "development"),
+    ("blind17.jsonl", "held out (scored once)"),
+    ("blind18.jsonl", "scored once, then one fix (development)"),
+    ("blind19.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind20.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind21.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind22.jsonl", "held out (scored once), then one rule round (development)"),
 )
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "other-model-styles"
 
 
 def score(clf, rows: list[dict], use_cascade: bool) -> dict:

@@ -117,6 +117,38 @@ def load_silver(models: Iterable[str] = SILVER_MODELS, root: Path | None = None)
     return rows
 
 
+STYLE_SETS_DIR = DATA_DIR / "other-model-styles"
+
+
+def load_style_sets(root: Path | None = None) -> list[dict]:
+    """Responses written in other chat models' styles, labelled for this project (``other-model-styles/``).
+
+    Each row: ``prompt, response, refusal, kind, model`` (the style imitated), ``refusal_sentence``
+    (where the refusal begins, when labelled), ``set`` (the file's
+    stem: the unit of leave-one-set-out evaluation), ``source="styles"``; ``refusal`` counts partial
+    refusals as refusals. ``kind`` is ``None`` where a set has none.
+    """
+    root = root or STYLE_SETS_DIR
+    rows = []
+    for f in sorted(root.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows.append(
+                    {
+                        "prompt": r.get("prompt") or "",
+                        "response": r["response"],
+                        "refusal": bool(r["refusal"]),
+                        "kind": r.get("kind"),
+                        "model": r.get("model_style", "unknown"),
+                        "refusal_sentence": r.get("refusal_sentence"),
+                        "set": f.stem,
+                        "source": "styles",
+                    }
+                )
+    return rows
+
+
 def load_coconot(contrast: bool = False, root: Path | None = None) -> list[dict]:
     """CoCoNot prompts: ``should_refuse`` is 1 for the eval set and 0 for the contrast set."""
     root = root or DATA_DIR / "coconot"

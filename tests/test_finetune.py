@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from classifiers.finetune import FineTunedMiniLM, fusion_split
+from classifiers.finetune import FineTunedMiniLM, fusion_split, text_fingerprints, unseen_rows
 from classifiers.response import ResponseClassifier, load_response_classifier
 
 REFUSALS = [
@@ -53,6 +53,8 @@ def test_finetuned_minilm_learns_and_round_trips(tmp_path):
     assert meta["params"]["train_layers"] == 2
     assert not list(tmp_path.glob("*.pkl")) and (tmp_path / "finetuned.safetensors").exists()
     again = FineTunedMiniLM.load(tmp_path)
+    assert again.trained_on_ == sorted(set(text_fingerprints(texts))) == meta["trained_on_sha1"]
+    assert unseen_rows(again, ["The capital of France is Paris, on the Seine.", "A new text."]).tolist() == [1]
     # tensors are stored as float16: logits agree to rounding
     np.testing.assert_allclose(again.decision_function(REFUSALS + ANSWERS), m.decision_function(REFUSALS + ANSWERS), atol=0.05)
 
@@ -88,3 +90,30 @@ def test_response_classifier_with_finetuned_second_stage(tmp_path):
 def test_finetuned_encoder_rejects_unknown_encoder():
     with pytest.raises(ValueError, match="encoder"):
         ResponseClassifier(encoder="bert").fit([("q", "a"), ("q", "b")], [0, 1])
+
+
+class _RecordingEncoder:
+    """A stand-in for a reused encoder: a keyword logit, its training fingerprints, and a log of what it scored."""
+
+    def __init__(self, seen_texts):
+        self.trained_on_ = sorted(set(text_fingerprints(seen_texts)))
+        self.scored: list[str] = []
+
+    def decision_function(self, texts):
+        self.scored.extend(texts)
+        return np.array([3.0 if ("sorry" in t.lower() or "can't" in t.lower() or "cannot" in t.lower()) else -3.0 for t in texts])
+
+
+def test_reused_encoder_fusion_is_fitted_only_on_rows_it_never_saw():
+    seen = [f"{t} (seen {i})" for i, t in enumerate((REFUSALS + ANSWERS) * 5)]
+    unseen = [f"{t} (new {i})" for i, t in enumerate((REFUSALS + ANSWERS) * 5)]
+    texts = seen + unseen
+    y = np.array(([1] * 6 + [0] * 6) * 10)
+    enc = _RecordingEncoder(seen)
+    clf = ResponseClassifier(encoder="finetuned", min_df=1).fit([("q", t) for t in texts], y, finetuned=enc)
+    assert sorted(enc.scored) == sorted(unseen)
+    assert clf.fusion_[1] > 0
+    with pytest.raises(ValueError, match="never saw"):
+        ResponseClassifier(encoder="finetuned", min_df=1).fit([("q", t) for t in seen], y[: len(seen)], finetuned=_RecordingEncoder(seen))
+    with pytest.raises(ValueError, match="finetuned="):
+        ResponseClassifier(encoder="finetuned", min_df=1).fit([("q", t) for t in texts], y, fusion_rows=[0, 1])

@@ -34,3 +34,23 @@ def test_baseline_reproduces_paper_accuracy(split, tmp_path):
     assert again.score([r["response"] for r in test], [r["refusal"] for r in test]) == pytest.approx(acc)
     det = again.predict_details([r["prompt"] for r in test[:20]], [r["response"] for r in test[:20]])
     assert {"refusal", "p_refusal", "kind", "refusal_start"} <= set(det[0])
+
+
+def test_style_sets_are_consistent_training_data():
+    """The other-model-style sets: every row has a response, a model style and a set; a labelled kind
+    agrees with the binary label (partial refusals count as refusals); the labelled refusing sentence
+    is in the response."""
+    from collections import Counter
+
+    from classifiers.data import load_style_sets
+
+    rows = load_style_sets()
+    assert len(rows) == 2679
+    assert len(Counter(r["set"] for r in rows)) == 23 and len({r["model"] for r in rows}) > 40
+    for r in rows:
+        assert r["response"].strip() and r["source"] == "styles"
+        if r["kind"] is not None:
+            assert r["kind"] in ("full_compliance", "partial_refusal", "full_refusal")
+            assert r["refusal"] == (r["kind"] != "full_compliance"), r
+        if r["refusal_sentence"]:
+            assert r["refusal_sentence"][:40] in r["response"] or r["refusal_sentence"][:40].replace("'", "’") in r["response"], r

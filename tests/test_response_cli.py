@@ -203,6 +203,20 @@ def test_train_response_cli_without_embeddings(tmp_path, db_url, monkeypatch):
     assert got[0]["refusal"] is True and got[1]["refusal"] is False
 
 
+def test_train_response_encoder_from_needs_a_recorded_encoder(tmp_path, db_url):
+    """`--encoder-from` names a model directory whose encoder records its training rows; anything else
+    is refused before any training, naming the path."""
+    empty = tmp_path / "no-encoder"
+    empty.mkdir()
+    r = runner.invoke(app, ["--db", db_url, "train", "response", "--out", str(tmp_path / "m"), "--encoder-from", str(empty)])
+    assert r.exit_code != 0 and "finetuned.json" in r.output and "no-encoder" in r.output
+    r = runner.invoke(
+        app, ["--db", db_url, "train", "response", "--out", str(tmp_path / "m"), "--encoder", "frozen", "--encoder-from", str(empty)]
+    )
+    assert r.exit_code != 0 and "--encoder finetuned" in r.output
+    assert not (tmp_path / "m").exists()
+
+
 def _label(s, rid, refusal, p, classifier="clf-a", version="1", **kw):
     from audit.store import Label
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from classifiers import load_default_response_classifier
+from classifiers.data import STYLE_SETS_DIR
 from classifiers.evaluation import starts_at_labelled_sentence
 from classifiers.response import MODELS_DIR, ResponseClassifier, load_response_classifier
 
@@ -147,9 +148,7 @@ def test_other_model_styles_dev_set(clf):
     partial refusals, DeRTa refusals after help, sympathy, warnings after help, capability refusals).
     It was written to find the labelling functions' gaps and they were fixed against it, so it is a
     development set that pins the fixes, not an unbiased estimate."""
-    from pathlib import Path
-
-    rows = [json.loads(x) for x in (Path(__file__).parent / "data" / "other_model_styles.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (STYLE_SETS_DIR / "hand29.jsonl").read_text().splitlines()]
     for cascade in (True, False):
         d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
         wrong = [r["style"] for x, r in zip(d, rows) if x["refusal"] != r["refusal"]]
@@ -157,57 +156,47 @@ def test_other_model_styles_dev_set(clf):
 
 
 def _other_family_rows(name: str) -> list[dict]:
-    from pathlib import Path
-
-    return [json.loads(x) for x in (Path(__file__).parent / "data" / name).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(x) for x in (STYLE_SETS_DIR / name).read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.parametrize(
-    "name, max_wrong, max_start_off",
+    "name, max_wrong, max_start_off, max_kind_wrong",
     [
-        # written blind to the classifier and scored once (v1.1.0: 110/130, 110/140, 98/120, 95/120,
-        # 76/100), then the v1.2.0 rules were fixed against them: development sets that pin the fixes
-        ("other_model_styles_blind.jsonl", 3, 1),
-        ("other_model_styles_blind2.jsonl", 1, 1),
-        ("other_model_styles_blind3.jsonl", 2, 1),
-        ("other_model_styles_blind4.jsonl", 3, 1),
-        ("other_model_styles_blind5.jsonl", 2, 2),
-        # written blind and scored once after the last fix: 97/100 (v1.1.0: 79/100); pins that level
-        ("other_model_styles_heldout.jsonl", 4, 1),
-        # XSTest-style and real-user/red-teaming sets, written blind and scored once with the v1.2.0
-        # rules (123/130 each); the declines-after-intro and other-words rules were fixed against them
-        ("other_model_styles_blind7.jsonl", 1, 2),
-        ("other_model_styles_blind8.jsonl", 3, 1),
-        # scored once with those rules: set 9 (XSTest-style) 118/120, set 10 (real-user) 107/120; set 10's
-        # misses then drove the typographic-apostrophe and other-words fixes
-        ("other_model_styles_blind9.jsonl", 3, 2),
-        ("other_model_styles_blind10.jsonl", 3, 2),
-        # written blind and scored once after those fixes: 114/120 and 116/120 (cascade 113, 115; the
-        # rules at the start of that round: 110/120, 114/120); then their misses were fixed
-        ("other_model_styles_blind11.jsonl", 2, 1),
-        ("other_model_styles_blind12.jsonl", 2, 1),
-        # scored once after the set 11-12 fixes: 113/120 (typographic punctuation in a third of it; the
-        # rules at the start of the session: 99/120) and 115/120; then their misses were fixed
-        ("other_model_styles_blind13.jsonl", 3, 1),
-        ("other_model_styles_blind14.jsonl", 3, 1),
-        # scored once after the set 13-14 fixes: 114/120 each (the rules at the start of the session:
-        # 103/120, 106/120); then their misses were fixed
-        ("other_model_styles_blind15.jsonl", 3, 1),
-        ("other_model_styles_blind16.jsonl", 3, 1),
-        # set 18 scored once after the set 15-16 fixes: 106/120 (start of the session: 102/120), then the
-        # inch-mark fix; set 17 written blind and scored once with the final rules: 111/120 (start of the
-        # session: 101/120); pins those levels
-        ("other_model_styles_blind17.jsonl", 10, 1),
-        ("other_model_styles_blind18.jsonl", 13, 1),
+        # Each set was written blind to the classifier and scored once by the classifier of its time
+        # (first scores in docs/benchmarks.md and bench/response_families.py); the rules were then fixed
+        # against its misses, and since v1.3.0 every set also trains the heads. So these pin the
+        # in-sample level (one binary miss and two kinds of slack); bench.response_styles_loso
+        # measures each set left out of the heads' training.
+        ("blind1.jsonl", 1, 0, 6),
+        ("blind2.jsonl", 2, 1, 7),
+        ("blind3.jsonl", 1, 0, 6),
+        ("blind4.jsonl", 2, 1, 7),
+        ("blind5.jsonl", 2, 5, 3),
+        ("heldout.jsonl", 2, 1, 5),
+        ("blind7.jsonl", 1, 3, 5),
+        ("blind8.jsonl", 1, 1, 4),
+        ("blind9.jsonl", 3, 2, 12),
+        ("blind10.jsonl", 1, 0, 6),
+        ("blind11.jsonl", 1, 0, 5),
+        ("blind12.jsonl", 1, 1, 5),
+        ("blind13.jsonl", 2, 0, 13),
+        ("blind14.jsonl", 1, 2, 4),
+        ("blind15.jsonl", 2, 0, 5),
+        ("blind16.jsonl", 1, 0, 8),
+        ("blind17.jsonl", 2, 2, 4),
+        ("blind18.jsonl", 6, 3, 10),
+        ("blind19.jsonl", 1, 4, 5),
+        ("blind20.jsonl", 1, 2, 2),
+        ("blind21.jsonl", 3, 5, 8),
+        ("blind22.jsonl", 1, 0, 7),
     ],
 )
-def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
-    """Responses in the styles of ten model families (Claude, GPT-4o, Llama-2/3, Mistral, Gemma, Qwen,
-    DeepSeek, Phi, others; some in other languages), each with its kind and refusing sentence.
-    Partial refusals count as refusals. Where a refusal is found, it starts at the labelled sentence
-    (sets 5, 7, 9 and 10 have two judgement calls each, e.g. "No." before the refusing sentence, a
-    "point out" lead-in, a "What I can't help with" heading, "but I'll keep the science impressionistic"
-    one sentence before the labelled "I won't include real steps")."""
+def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off, max_kind_wrong):
+    """Responses in the styles of over forty chat models (Claude, GPT, Llama, Mistral, Gemma, Qwen,
+    DeepSeek, Phi, Yi, Grok and others; some in other languages), each with its kind and refusing
+    sentence. Partial refusals count as refusals. Where a refusal is found, it starts at the labelled
+    sentence, but for a few judgement calls ("No." before the refusing sentence, a "point out" lead-in,
+    a note one sentence before the labelled decline); the kind matches the label."""
     rows = _other_family_rows(name)
     for cascade in (True, False):
         d = clf.predict_details([r["prompt"] for r in rows], [r["response"] for r in rows], use_cascade=cascade)
@@ -215,6 +204,8 @@ def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off):
         assert len(wrong) <= max_wrong, wrong
         starts = [(x["refusal_start"], r) for x, r in zip(d, rows) if r["refusal"] and x["refusal"]]
         assert sum(starts_at_labelled_sentence(a, r) for a, r in starts) >= len(starts) - max_start_off
+        kind_wrong = [r["id"] for x, r in zip(d, rows) if x["kind"] != r["kind"]]
+        assert len(kind_wrong) <= max_kind_wrong, kind_wrong
 
 
 def test_fast_tfidf_transform_equals_sklearn(clf):

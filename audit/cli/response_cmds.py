@@ -118,6 +118,14 @@ def train_response_cmd(
     paper_split: bool = typer.Option(
         False, "--paper-split", help="Train without the paper's validation and test rows and score the 256 test rows (fine-tuned encoder)."
     ),
+    encoder_from: Path | None = typer.Option(
+        None,
+        "--encoder-from",
+        help="Reuse the fine-tuned encoder of this saved model: refit the heads and the fusion only (minutes, not half an hour).",
+    ),
+    styles: bool = typer.Option(
+        True, "--styles/--no-styles", help="Train on the other-model-style sets too (data/other-model-styles; the default model does)."
+    ),
 ) -> None:
     """Train the response classifier on the shipped data (and human labels) and save it."""
     from audit.labeling import train_response
@@ -132,6 +140,8 @@ def train_response_cmd(
             encoder=encoder,
             full_card=full_card,
             paper_split_only=paper_split,
+            encoder_from=encoder_from,
+            include_styles=styles,
         )
     except ValueError as e:
         fail(str(e))
