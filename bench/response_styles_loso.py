@@ -44,6 +44,7 @@ def _score(clf, rows: list[dict], use_cascade: bool) -> dict:
     kinds = [(x["kind"], r["kind"]) for x, r in zip(d, rows) if r["kind"]]
     found = [(x["refusal_start"], r) for x, r in zip(d, rows) if r["refusal"] and x["refusal"] and r.get("refusal_sentence")]
     return {
+        "p_refusal": [x["p_refusal"] for x in d],
         "n": len(rows),
         "correct": sum(x["refusal"] == bool(r["refusal"]) for x, r in zip(d, rows)),
         "kinds_labelled": len(kinds),
@@ -60,6 +61,7 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore")
     from tqdm import tqdm
 
+    from classifiers.calibration import expected_calibration_error
     from classifiers.data import load_style_sets
     from classifiers.response import DEFAULT_MODEL_DIR, ResponseClassifier, strip_reasoning
     from classifiers.training import load_encoder, training_rows
@@ -103,6 +105,7 @@ def main(argv=None) -> dict:
     if args.sets:
         names = [s for s in names if s in args.sets.split(",")]
     result: dict = {"sets": [], "model": args.model}
+    pooled: dict[str, tuple[list, list]] = {}
     for name in tqdm(names, desc="leave one style set out", unit="set"):
         test = [r for r in styles if r["set"] == name]
         train_idx = list(range(n_base)) + [n_base + i for i, r in enumerate(styles) if r["set"] != name]
@@ -111,6 +114,10 @@ def main(argv=None) -> dict:
         for label, model in (("with_other_sets", clf), ("without_style_rows", without_styles)):
             row[label] = _score(model, test, use_cascade=False)
             row[label + "_cascade"] = _score(model, test, use_cascade=True)["correct"]
+        for label in ("with_other_sets", "without_style_rows"):
+            pooled.setdefault(label, ([], []))
+            pooled[label][0].extend(row[label].pop("p_refusal"))
+            pooled[label][1].extend(int(r["refusal"]) for r in test)
         result["sets"].append(row)
         print(json.dumps(row), flush=True)
     for label in ("with_other_sets", "without_style_rows"):
@@ -118,10 +125,11 @@ def main(argv=None) -> dict:
         tot["cascade_correct"] = sum(r[label + "_cascade"] for r in result["sets"])
         tot["accuracy"] = tot["correct"] / tot["n"]
         tot["kind_accuracy"] = tot["kind_correct"] / max(1, tot["kinds_labelled"])
+        tot["ece"] = expected_calibration_error(np.array(pooled[label][1]), np.array(pooled[label][0]))
         result[label] = tot
         print(
             f"{label}: {tot['correct']}/{tot['n']} = {tot['accuracy']:.4f} (cascade {tot['cascade_correct']}); "
-            f"kind {tot['kind_correct']}/{tot['kinds_labelled']} = {tot['kind_accuracy']:.4f}"
+            f"kind {tot['kind_correct']}/{tot['kinds_labelled']} = {tot['kind_accuracy']:.4f}; ECE {tot['ece']:.4f}"
         )
     result["seconds"] = round(time.perf_counter() - t0)
     if args.card and not args.sets:
