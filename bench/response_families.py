@@ -26,7 +26,8 @@ not see the classifier or the other sets:
 - ``blind19.jsonl`` (120, real-user, eight more families) and ``blind20.jsonl`` (120, XSTest-style): scored
   once with v1.2.0 and the v1.3.0 heads, then one rule round fixed their misses;
 - ``blind21.jsonl`` (120, real-user, eight more families) and ``blind22.jsonl`` (120, XSTest-style): the same,
-  one round later.
+  one round later; ``blind23.jsonl`` (120, real-user chat logs) and ``blind24.jsonl`` (120, OR-Bench-Hard
+  style) one round after that.
 
 Since v1.3.0 every set also trains the heads, so this table is in-sample for them;
 ``bench.response_styles_loso`` gives the out-of-set numbers.
@@ -65,6 +66,8 @@ SETS = (
     ("blind20.jsonl", "held out (scored once), then one rule round (development)"),
     ("blind21.jsonl", "held out (scored once), then one rule round (development)"),
     ("blind22.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind23.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind24.jsonl", "held out (scored once), then one rule round (development)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "data" / "other-model-styles"
 

@@ -189,12 +189,14 @@ def _other_family_rows(name: str) -> list[dict]:
         ("blind20.jsonl", 1, 2, 2),
         ("blind21.jsonl", 3, 5, 8),
         ("blind22.jsonl", 1, 0, 7),
+        ("blind23.jsonl", 2, 3, 7),
+        ("blind24.jsonl", 2, 1, 7),
     ],
 )
 def test_other_model_families_dev_sets(clf, name, max_wrong, max_start_off, max_kind_wrong):
     """Responses in the styles of over forty chat models (Claude, GPT, Llama, Mistral, Gemma, Qwen,
     DeepSeek, Phi, Yi, Grok and others; some in other languages), each with its kind and refusing
-    sentence. Partial refusals count as refusals. Where a refusal is found, it starts at the labelled
+    sentence (25 sets). Partial refusals count as refusals. Where a refusal is found, it starts at the labelled
     sentence, but for a few judgement calls ("No." before the refusing sentence, a "point out" lead-in,
     a note one sentence before the labelled decline); the kind matches the label."""
     rows = _other_family_rows(name)
