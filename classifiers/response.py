@@ -519,7 +519,8 @@ class ResponseClassifier:
                 p[i], p_partial[i] = 0.9, 1.0
                 continue
             guarded[i] = False
-        # an advice disclaimer before a real answer, with no decline anywhere else, is a caveat
+        # an advice disclaimer before a real answer, or a short answer that opens by complying, with no
+        # decline anywhere: not a refusal
         for i in np.flatnonzero((p > 0.1) & (p < 0.9) & ~guarded):
             if disclaims_then_answers(analyses[i]) or complies_briefly(analyses[i]):
                 p[i] = 0.1
