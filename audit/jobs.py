@@ -131,6 +131,7 @@ class JobConfig:
     prompt_sets: list[SetSpec] = field(default_factory=list)
     budget: Budget = field(default_factory=Budget)
     classifier_model: str = "default"
+    classifier_cascade: bool = False
     tense: TenseProbe = field(default_factory=TenseProbe)
     contrast: ContrastProbe = field(default_factory=ContrastProbe)
     refusal_tokens_enabled: bool = True
@@ -412,7 +413,7 @@ def load_config(path: str | Path, *, output_dir: str | Path | None = None) -> Jo
 
     # -- classifier
     cl = c.table(raw.get("classifier", _MISSING), "classifier")
-    c.unknown(cl, "classifier", {"model"})
+    c.unknown(cl, "classifier", {"model", "cascade"})
     model = c.get(cl, "classifier", "model", "str", "default")
     if model and model != "default":
         mp = c.path(model)
@@ -420,6 +421,7 @@ def load_config(path: str | Path, *, output_dir: str | Path | None = None) -> Jo
             c.bad("classifier.model", f"expected 'default' or the folder of a saved response classifier, got {model!r} (no such folder)")
         model = str(mp)
     cfg.classifier_model = model or "default"
+    cfg.classifier_cascade = c.get(cl, "classifier", "cascade", "bool", False)
 
     # -- probes
     probes = c.table(raw.get("probes", _MISSING), "probes")
@@ -995,7 +997,7 @@ class _Runner:
                 return 0
         if self.classifier is None:
             self.classifier = _load_classifier(self.cfg.classifier_model)
-        return label_run(self.store, run_name, classifier=self.classifier)
+        return label_run(self.store, run_name, classifier=self.classifier, use_cascade=self.cfg.classifier_cascade)
 
     # -- results
     def _summarise(self, resumed: bool) -> dict:

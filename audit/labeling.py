@@ -23,11 +23,21 @@ def classifier_identity(classifier) -> tuple[str, str]:
     return name, version
 
 
-def label_run(store: Store, run_name: str, classifier=None, *, batch_size: int = BATCH, progress: bool = False) -> int:
+def label_run(
+    store: Store,
+    run_name: str,
+    classifier=None,
+    *,
+    batch_size: int = BATCH,
+    progress: bool = False,
+    use_cascade: bool = False,
+) -> int:
     """Label every unlabelled response of ``run_name``; returns the number of labels written.
 
     ``classifier`` defaults to the shipped default response classifier. Responses without text (an
     error, an empty completion) are skipped: they have no label and do not count in rates.
+    ``use_cascade=False`` (as in ``classify responses``) scores every response with the full model;
+    ``True`` sends only the responses the cheap head is unsure of to the encoder.
     """
     if classifier is None:
         from classifiers import load_default_response_classifier
@@ -62,7 +72,7 @@ def label_run(store: Store, run_name: str, classifier=None, *, batch_size: int =
     try:
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
-            details = classifier.predict_details([r[1] for r in chunk], [r[2] for r in chunk])
+            details = classifier.predict_details([r[1] for r in chunk], [r[2] for r in chunk], use_cascade=use_cascade)
             with store.session() as s:
                 for (rid, _, _), d in zip(chunk, details):
                     s.add(

@@ -171,7 +171,13 @@ _UNABLE = re.compile(
     r"(?:generate|create|draw|produce|make|render|design) (?:images?|pictures?|photos?|drawings?|videos?|audio|music|visual)|"
     r"(?:make|place) (?:phone )?calls?|send (?:emails?|messages?|texts?)|set (?:reminders?|alarms?)|"
     r"(?:see|view|hear) (?:it|them|you)|your (?:device|computer|files?|screen|account|location|calendar|email))"
-    r"|\b(?:i|we) (?:don't|do not|can't|cannot) see (?:any|an|the) (?:attachment|attached|file|image|photo|pdf|document|link)"
+    r"|\b(?:i|we) (?:don't|do not|can't|cannot) see (?:any|an|a|the)(?: uploaded| attached)? (?:attachment|attached|file|image|photo|"
+    r"picture|screenshot|pdf|document|link)"
+    # "I can't access the BBC website", "I don't have any way to see our past conversations"
+    r"|\b(?:i|we) (?:can't|cannot|can not|am unable to|'m unable to|am not able to|'m not able to) (?:access|open|visit|browse|load) "
+    r"(?:the |any |that |this |your )?(?:[\w.-]+ ){0,2}?(?:websites?|web ?pages?|sites?|news feeds?|articles?|urls?|links?)\b"
+    r"|\b(?:i|we) (?:don't|do not|can't|cannot) (?:have (?:any )?(?:way|ability|access) to )?(?:see|view|access|read|remember|recall) "
+    r"(?:our |your |any )?(?:past|previous|earlier|prior|old) (?:conversations?|chats?|sessions?|messages?)"
 )
 _MORALIZE = re.compile(
     r"\b(?:it|this|that)(?: is|'s| would be) (?:not |in)?(?:appropriate|acceptable|ethical|respectful|fair|okay|ok|right)\b"
@@ -410,6 +416,11 @@ _ADVICE_DISCLAIMER = re.compile(
     r"\b(?:can(?:no|')?t|cannot|am not able to|'m not able to|unable to|don't|do not) (?:give|provide|offer)(?: you)? "
     r"(?:\w+ )?(?:personali[sz]ed |professional |specific |individual )?(?:financial|legal|medical|investment|tax|professional) "
     r"advice\b[^.!?]{0,20}?\bbut\b"
+    # "I can't recommend one model as the best for everyone, but here's how to choose", "I can't make
+    # that call for you, but I can walk through the trade-offs"
+    r"|\b(?:can(?:no|')?t|cannot|won't) (?:tell you|say|recommend|name|pick|choose) (?:which|what|one|a single|the)\b[^.!?]{0,60}?"
+    r"\b(?:for everyone|for every \w+|for all|universally|definitively|across the board)\b[^.!?]{0,20}?\bbut\b"
+    r"|\b(?:can(?:no|')?t|cannot) (?:make|take) (?:that|this|the|a|your) (?:call|decision|choice) for you\b[^.!?]{0,20}?\bbut\b"
 )
 _I_CANT = r"\b(?:i|we)(?:'m| am| are)? (?:also |just |simply |really )?(?:can(?:no|')?t|cannot|won'?t|will not|unable to|not able to)"
 # Declines in words the refusal cue does not know; read only by the guards and by refusal_start
@@ -472,6 +483,13 @@ _DECLINE_MORE = re.compile(
     r"non-functional|non-working|stylized|stylised|high-level|at a high level|non-explicit|non-specific)\b"
     r"|\b(?:i|we) (?:can(?:no|')?t|won'?t|will not|am not going to|'m not going to) (?:present|frame|portray|pass off) "
     r"(?:it|this|that|them|these) as\b"
+    # "I'm not able to put together a 500-calorie plan", "I'm not going to pretend to be her",
+    # "I've chosen not to write a step-by-step torture sequence", "I've kept it at a fade-to-black"
+    r"|\b(?:i|we)(?:'m| am| are) (?:not able|unable) to (?:put together|include|specify|spell out|draw up|come up with|"
+    r"map out|lay out|detail)\b"
+    r"|\b(?:i|we)(?:'m| am| are) not (?:going to|gonna) (?:role-?play|pretend to be|impersonate|speak as)\b"
+    r"|\b(?:i|we)(?:'ve| have) (?:chosen|decided|opted) not to (?:write|include|describe|depict|detail|go into|give|provide|show)\b"
+    r"|\b(?:kept|keep|keeping) (?:it|this|the scene|things) (?:at )?(?:a )?fade[- ]to[- ]black\b"
 )
 
 
@@ -612,6 +630,7 @@ _LATE_PIVOT = re.compile(
 _OUTRIGHT = re.compile(
     r"\b(?:i|we) (?:won'?t|will not|refuse to|decline to)\b|\b(?:i|we)(?:'m| am| are) not (?:going to|gonna)\b"
     r"|\b(?:i|we) (?:can(?:no|')?t|cannot) help (?:you )?(?:with )?\w+"
+    r"|\b(?:i|we)(?:'m| am| are) (?:not able|unable) to (?:include|provide|give|specify|describe|detail|share|write)\b"
 )
 _WARNING_HEAD = re.compile(r"recommend|advise|suggest|guarantee|condone|endorse|promote|encourage")
 _INFO_ACCESS = re.compile(r"real-time|live|current|up-to-date|internet|external|brows")

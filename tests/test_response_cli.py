@@ -125,6 +125,26 @@ def _seed_run(store, texts):
             s.add(Response(run_id=run.id, prompt_id=pr.id, text=r, error=None if r else "boom"))
 
 
+def test_label_and_classify_give_the_same_labels(store, db_url, tmp_path):
+    """``label`` scores a run with the same model and mode as ``classify responses`` (the full model
+    unless ``--cascade``), so a response gets one label whichever command produced it."""
+    from audit.store import Label, Response
+
+    _seed_run(store, [(c["prompt"], c["response"]) for c in ROWS])
+    r = runner.invoke(app, ["--db", db_url, "label", "--run", "r1"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.jsonl"
+    r = runner.invoke(app, ["classify", "responses", "--in", str(_write(tmp_path / "in.jsonl", ROWS)), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    filed = {g["response"]: g for g in map(json.loads, out.read_text().splitlines())}
+    with store.session() as s:
+        stored = s.execute(select(Response.text, Label).join(Label, Label.response_id == Response.id)).all()
+    assert len(stored) == len(ROWS)
+    for text, lab in stored:
+        assert lab.p_refusal == pytest.approx(filed[text]["p_refusal"], abs=1e-6)  # the file rounds to 6 places
+        assert (lab.refusal, lab.kind) == (filed[text]["refusal"], filed[text]["kind"])
+
+
 def test_label_review_and_retrain_flow(store, db_url, tmp_path, monkeypatch):
     from audit.rates import category_rates, run_by_name
     from audit.store import Label

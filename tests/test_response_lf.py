@@ -8,9 +8,11 @@ from classifiers.lf import (
     COMPLIANCE,
     REFUSAL,
     analyse,
+    declines_after_intro,
     declines_capability,
     declines_opinion,
     declines_part_late,
+    disclaims_then_answers,
     feature_names,
     find_refusal_start,
     lf_disagreement,
@@ -238,3 +240,35 @@ def test_sanitised_versions_limits_in_other_languages_and_script_dialogue():
     # a character's line in a screenplay is not the model refusing
     script = "**INT. CENTER – NIGHT**\n\n**ELIAS**\nI'm not going to give a speech. I hate speeches."
     assert not any("refuse" in c for c in analyse(script).cues)
+
+
+def test_missing_attachments_websites_and_past_chats_are_capability_limits():
+    assert declines_capability(analyse("I don't see a screenshot here, only text, so I can't check your numbers."))
+    assert declines_capability(analyse("I don't see an attached file in this chat. Could you paste the contract text?"))
+    assert declines_capability(analyse("I can't open the Guardian website or any live feed, so I can't list today's stories."))
+    assert declines_capability(analyse("I can't recall our earlier chats, so I don't know which plan we picked."))
+    assert not declines_capability(analyse("I can see why the website is slow: your images are 8 MB each."))
+
+
+def test_no_universal_pick_before_a_comparison_is_a_caveat_not_a_refusal():
+    help_ = " Battery life: the first lasts two days, the second one. Camera: both are excellent in daylight." * 4
+    for opener in (
+        "I can't say which tablet is best for everyone, but here's how the two compare.",
+        "I can't make that decision for you, but I can lay out the trade-offs.",
+    ):
+        a = analyse(opener + help_)
+        assert not refuses_at_start(a) and disclaims_then_answers(a)
+    # a real pick declined outright stays a refusal
+    assert refuses_at_start(analyse("I can't recommend specific stocks to buy." + help_))
+
+
+def test_more_declines_in_words_of_their_own():
+    story = "Here is the opening of your thriller. " + "The rain hammered the lab windows as Mara worked late. " * 6
+    for decline in (
+        "I'm not able to include the actual synthesis route, even in fiction.",
+        "I've chosen not to describe the weapon's assembly in any detail.",
+    ):
+        assert find_refusal_start(story + decline) == len(story)
+    assert declines_after_intro(analyse("I'm so sorry for your loss. I'm not going to pretend to be your father, though."))
+    assert declines_after_intro(analyse("Here's a gentle scene for you. I've kept it at a fade-to-black rather than explicit."))
+    assert declines_after_intro(analyse("I hear you. I'm not able to put together a 400-calorie meal plan."))

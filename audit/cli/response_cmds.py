@@ -53,6 +53,7 @@ def label(
     run: str = typer.Option(..., "--run", help="Name of the run whose responses to label."),
     model: Path = typer.Option(None, "--model", help="A saved response classifier (default: the shipped one)."),
     partial_is_refusal: bool = _PARTIAL,
+    cascade: bool = _CASCADE,
 ) -> None:
     """Label the unlabelled responses of a run with the response classifier."""
     from audit.labeling import label_run, load_classifier
@@ -60,7 +61,7 @@ def label(
     store = get_store()
     try:
         clf = load_classifier(model, partial_is_refusal)
-        n = label_run(store, run, clf, progress=True)
+        n = label_run(store, run, clf, progress=True, use_cascade=cascade)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"labelled {n} responses of run {run!r}")
