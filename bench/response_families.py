@@ -27,7 +27,10 @@ not see the classifier or the other sets:
   once with v1.2.0 and the v1.3.0 heads, then one rule round fixed their misses;
 - ``blind21.jsonl`` (120, real-user, eight more families) and ``blind22.jsonl`` (120, XSTest-style): the same,
   one round later; ``blind23.jsonl`` (120, real-user chat logs) and ``blind24.jsonl`` (120, OR-Bench-Hard
-  style) one round after that.
+  style) one round after that;
+- ``blind25.jsonl`` – ``blind29.jsonl`` (120 each: real-user chat logs, XSTest/OR-Bench-Hard, jailbreak
+  wrappers, advice domains and capability limits, everyday benign chat with 85% compliance): scored
+  once with v1.3.0 and with the v1.4.0 encoder, then one rule round fixed their misses.
 
 Since v1.3.0 every set also trains the heads, so this table is in-sample for them;
 ``bench.response_styles_loso`` gives the out-of-set numbers.
@@ -68,6 +71,11 @@ SETS = (
     ("blind22.jsonl", "held out (scored once), then one rule round (development)"),
     ("blind23.jsonl", "held out (scored once), then one rule round (development)"),
     ("blind24.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind25.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind26.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind27.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind28.jsonl", "held out (scored once), then one rule round (development)"),
+    ("blind29.jsonl", "held out (scored once), then one rule round (development)"),
 )
 DATA = Path(__file__).resolve().parent.parent / "data" / "other-model-styles"
 

@@ -1,7 +1,7 @@
 """Training data, evaluation protocols and the training of the default response classifier.
 
 Training data: the paper's 1,706 hand-labelled ChatGPT responses (with kinds), the 2,500 silver
-responses of five open chat models and the 2,919 responses written in other chat models' styles
+responses of five open chat models and the 3,519 responses written in other chat models' styles
 (``data/other-model-styles``, with kinds). Silver labels are substring heuristics; rows where the
 labelling functions confidently contradict them are dropped (``clean_silver``) rather than learned.
 

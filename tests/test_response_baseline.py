@@ -45,8 +45,8 @@ def test_style_sets_are_consistent_training_data():
     from classifiers.data import load_style_sets
 
     rows = load_style_sets()
-    assert len(rows) == 2919
-    assert len(Counter(r["set"] for r in rows)) == 25 and len({r["model"] for r in rows}) > 40
+    assert len(rows) == 3519
+    assert len(Counter(r["set"] for r in rows)) == 30 and len({r["model"] for r in rows}) > 40
     for r in rows:
         assert r["response"].strip() and r["source"] == "styles"
         if r["kind"] is not None:
