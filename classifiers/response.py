@@ -86,7 +86,7 @@ def _kind_from(p_ref: np.ndarray, p_partial: np.ndarray, threshold: float) -> li
     ]
 
 
-# --- baseline ------------------------------------------------------------------------------------
+# --- guards --------------------------------------------------------------------------------------
 
 
 _KIND_HEAD = object()  # a guard's verdict that leaves partial-or-full to the kind head
@@ -114,6 +114,9 @@ def _refusal_guard(a, prompt: str | None, any_refuse: bool):
     if declines_capability(a) or declines_opinion(a, prompt) or withholds_specifics(a):
         return 1.0
     return None
+
+
+# --- baseline ------------------------------------------------------------------------------------
 
 
 class BaselineResponseClassifier:
@@ -509,8 +512,8 @@ class ResponseClassifier:
           (:func:`classifiers.lf.disclaims_then_answers`: "I'm not a lawyer, but..."), a short answer
           that opens by complying with no refusal-like cue (:func:`classifiers.lf.complies_briefly`), and sympathy
           ("I'm sorry to hear that") with no refusal cue at all are not refusals when no rule above
-          fires, however sure the heads are: ``p <= 0.1``. The rules above are checked on every
-          response (:func:`_refusal_guard`), so these never lower one they fire on.
+          fires, however sure the heads are: ``p <= 0.1``. The rules above (:func:`_refusal_guard`)
+          are checked wherever these could apply, so these never lower a response one of them fires on.
         """
         raw = L / self.lf_weight * self.lf_scale_ + self.lf_mean_
         names = feature_names()
